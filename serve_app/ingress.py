@@ -1,0 +1,61 @@
+"""The HTTP surface (Starlette), identical in both modes: stream endpoint, model catalogue, health."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from serve_app.config import Settings
+from serve_app.registry import Registry
+from serve_app.request import RequestError, parse_request
+from serve_app.runner import ModelRunner
+from serve_app.stream import analysis_events
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def create_app(
+    registry: Registry,
+    runner: ModelRunner,
+    settings: Settings,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]] | None = None,
+) -> Starlette:
+    """Build the ASGI app around a model runner (Ray handles or a process pool)."""
+
+    async def analysis_stream(request: Request) -> Response:
+        """POST /v1/analysis/stream: validate, then stream started/completed|error/finished events."""
+        try:
+            job = await parse_request(request, registry, settings)
+        except RequestError as exc:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return StreamingResponse(
+            analysis_events(job, runner, settings), media_type="text/event-stream", headers=SSE_HEADERS
+        )
+
+    async def list_models(request: Request) -> Response:
+        """GET /v1/models: the registry as served, with schemas and licences."""
+        return JSONResponse({"models": [entry.describe() for entry in registry.entries]})
+
+    async def healthz(request: Request) -> Response:
+        """GET /healthz: 200 only when every deployment of the served catalogue is ready."""
+        ready, states = await runner.health()
+        body = {"status": "ok" if ready else "unavailable", "deployments": states}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Every HTTP error has a JSON ``detail`` body, as the contract says."""
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    routes = [
+        Route("/v1/analysis/stream", analysis_stream, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan)

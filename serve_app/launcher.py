@@ -1,0 +1,103 @@
+"""Start the embedded Ray instance and the Serve app, failing fast (naming the deployment) instead of hanging."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import ray
+from ray import serve
+
+from serve_app.config import Settings
+from serve_app.ray_app import INGRESS_NAME, build_app
+from serve_app.registry import Registry
+
+APP_NAME = "mirstream"
+log = logging.getLogger("mirstream.launcher")
+
+
+class StartupError(RuntimeError):
+    """The app cannot start as configured; the message names the deployment and the fix."""
+
+
+def start_ray(settings: Settings) -> None:
+    """A local Ray instance sized to this machine (or MIRSTREAM_RAY_NUM_CPUS), no dashboard, no spilling to disk."""
+    if ray.is_initialized():
+        return
+    ray.init(
+        num_cpus=settings.ray_num_cpus if settings.ray_num_cpus is not None else os.cpu_count(),
+        object_store_memory=settings.object_store_mb * 2**20,
+        include_dashboard=False,
+        namespace=APP_NAME,
+        # uploaded audio lives in the object store only for the request; never spill it to disk
+        _system_config={"automatic_object_spilling_enabled": False},
+    )
+
+
+def preflight(registry: Registry, resources: dict[str, float]) -> None:
+    """Check that every deployment's minimum replicas fit the cluster before deploying (Serve would wait forever)."""
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    needs = [(INGRESS_NAME, registry.ingress, registry.ingress_autoscaling.min_replicas)]
+    needs += [(e.deployment_name, e.resources, e.autoscaling.min_replicas) for e in registry.entries]
+    for name, res, replicas in needs:
+        if res.num_gpus > gpus:
+            raise StartupError(
+                f"deployment {name!r} needs {res.num_gpus} GPU per replica but this Ray cluster has {gpus:g} GPUs; "
+                "set num_gpus: 0 for it in model_registry.yaml or run on a GPU node"
+            )
+        if res.num_cpus > cpus:
+            raise StartupError(
+                f"deployment {name!r} needs {res.num_cpus} CPU per replica but the cluster has {cpus:g}; "
+                "lower its num_cpus in model_registry.yaml or raise MIRSTREAM_RAY_NUM_CPUS"
+            )
+    total_cpu = sum(res.num_cpus * n for _, res, n in needs)
+    total_gpu = sum(res.num_gpus * n for _, res, n in needs)
+    if total_cpu > cpus + 1e-9 or total_gpu > gpus + 1e-9:
+        detail = ", ".join(f"{name} {res.num_cpus:g}x{n}" for name, res, n in needs)
+        raise StartupError(
+            f"the minimum replicas need {total_cpu:g} CPUs / {total_gpu:g} GPUs but the cluster has "
+            f"{cpus:g} / {gpus:g} ({detail}); lower num_cpus or min_replicas in model_registry.yaml, "
+            "or raise MIRSTREAM_RAY_NUM_CPUS"
+        )
+
+
+def deploy(registry: Registry, settings: Settings) -> None:
+    """Start Serve's HTTP proxy on host:port and the app, then wait (bounded) for every deployment."""
+    preflight(registry, ray.cluster_resources())
+    serve.start(http_options={"host": settings.host, "port": settings.port}, proxy_location="HeadOnly")
+    serve._run(build_app(registry, settings, APP_NAME), name=APP_NAME, route_prefix="/", _blocking=False)
+    wait_until_running(settings.startup_timeout_s)
+
+
+def wait_until_running(timeout_s: float) -> None:
+    """Poll Serve until the app runs; on failure or timeout, raise with each unhealthy deployment's message."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = serve.status().applications.get(APP_NAME)
+        if app is not None and app.status.value == "RUNNING":
+            return
+        if app is not None and app.status.value == "DEPLOY_FAILED":
+            raise StartupError(f"deployment failed: {_unhealthy(app)}")
+        if time.monotonic() > deadline:
+            detail = _unhealthy(app) if app is not None else "the application was never created"
+            raise StartupError(f"not ready after {timeout_s:.0f} s (MIRSTREAM_STARTUP_TIMEOUT_SECONDS): {detail}")
+        time.sleep(0.5)
+
+
+def _unhealthy(app: object) -> str:
+    """'name: STATUS (message)' for every deployment that is not healthy."""
+    parts = []
+    for name, dep in app.deployments.items():  # type: ignore[attr-defined]
+        if dep.status.value != "HEALTHY":
+            message = (dep.message or "").strip().splitlines()
+            parts.append(f"{name}: {dep.status.value}" + (f" ({message[0]})" if message else ""))
+    return "; ".join(parts) or str(getattr(app, "message", ""))
+
+
+def shutdown() -> None:
+    """Stop Serve and Ray."""
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()

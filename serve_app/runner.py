@@ -1,0 +1,30 @@
+"""How the stream reaches the models: one interface, two implementations (Ray Serve handles, process pool)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from models.base import Audio
+from serve_app.registry import ModelEntry
+
+
+class ModelRunner(Protocol):
+    """Runs registry entries on shared audio; the stream code is written against this alone."""
+
+    def share(self, audio: Audio) -> Any:
+        """Make one representation available to every model that needs it (Ray: ``ray.put`` once)."""
+
+    async def run(self, entry: ModelEntry, shared: Any) -> dict[str, Any]:
+        """Run one model; raise with a human-readable message on failure; honour cancellation."""
+
+    def describe_error(self, exc: BaseException) -> str:
+        """The client-facing message for a failed run (the original exception's, no traceback)."""
+
+    async def health(self) -> tuple[bool, dict[str, str]]:
+        """(all ready?, state per deployment) for /healthz."""
+
+
+def plain_message(exc: BaseException) -> str:
+    """``ExceptionType: message`` reduced to the message, or the type name when it has none."""
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
