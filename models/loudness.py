@@ -18,10 +18,13 @@ from models.essentia_runtime import essentia_standard
 MIN_SECONDS = 0.4  # one momentary (400 ms) block
 
 
+SILENCE_FLOOR = -300.0  # Essentia floors the power of digital silence at 1e-30, i.e. -300.691 LUFS
+
+
 def _finite(value: float) -> float | None:
-    """Loudness of digital silence is -inf; JSON has no infinity, so report null."""
+    """A loudness in LUFS, or null for digital silence (Essentia's -300.691 floor, or -inf)."""
     value = float(value)
-    return round(value, 3) if math.isfinite(value) else None
+    return round(value, 3) if math.isfinite(value) and value > SILENCE_FLOOR else None
 
 
 def _curve(values: np.ndarray) -> list[float | None]:
@@ -62,7 +65,7 @@ class LoudnessEBUR128Analyzer(Analyzer):
         algo.reset()
         momentary, short_term, integrated, lra = algo(stereo)
         result: dict[str, Any] = {
-            "integrated_loudness": _finite(integrated),
+            "integrated_loudness": round(float(integrated), 3),
             "loudness_range": round(float(lra), 3),
             "momentary_max": _finite(np.max(momentary)) if len(momentary) else None,
             "short_term_max": _finite(np.max(short_term)) if len(short_term) else None,

@@ -22,10 +22,15 @@ class StartupError(RuntimeError):
 
 
 def start_ray(settings: Settings) -> None:
-    """A local Ray instance sized to this machine (or MIRSTREAM_RAY_NUM_CPUS), no dashboard, no spilling to disk."""
+    """A fresh local Ray instance sized to this machine (no dashboard, no spilling), or RAY_ADDRESS's cluster."""
     if ray.is_initialized():
         return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=APP_NAME)
+        return
     ray.init(
+        address="local",  # never attach to some other Ray instance found on this machine
         num_cpus=settings.ray_num_cpus if settings.ray_num_cpus is not None else os.cpu_count(),
         object_store_memory=settings.object_store_mb * 2**20,
         include_dashboard=False,

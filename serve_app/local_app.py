@@ -54,6 +54,7 @@ class ProcessPoolRunner:
         self._pool = self._new_pool()
         self._states = {entry.key: "STARTING" for entry in registry.entries}
         self._registry = registry
+        self._slots: asyncio.Semaphore | None = None
 
     def _new_pool(self) -> ProcessPoolExecutor:
         """A pool of spawned workers."""
@@ -74,15 +75,22 @@ class ProcessPoolRunner:
         return audio
 
     async def run(self, entry: ModelEntry, shared: Audio) -> dict[str, Any]:
-        """Run in a worker; cancelling the awaiting task drops the job if it has not started yet."""
-        future = self._submit(_run_in_worker, entry, shared)
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except BrokenProcessPool:
-            raise RuntimeError(f"the worker process running {entry.key} died; it will be restarted") from None
+        """Run in a worker; work waits here (cancellable) until a worker is free, not in the pool's queue.
+
+        ProcessPoolExecutor marks queued calls as running as soon as they enter its call queue, where
+        cancel() no longer works; holding them in a semaphore keeps a disconnect able to drop them.
+        """
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._workers)
+        async with self._slots:
+            future = self._submit(_run_in_worker, entry, shared)
+            try:
+                return await asyncio.wrap_future(future)
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            except BrokenProcessPool:
+                raise RuntimeError(f"the worker process running {entry.key} died; it will be restarted") from None
 
     def describe_error(self, exc: BaseException) -> str:
         """The exception's own message (it crossed the process boundary intact)."""

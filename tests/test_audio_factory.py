@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import os
 
-import av
 import numpy as np
 import pytest
+
+from serve_app.decode import decode as server_decode
 
 from tests.audio_factory import (
     FORMATS,
@@ -31,15 +31,9 @@ _EXPECTED_RATE = {fmt: None for fmt in FORMATS} | {"opus": 48000}
 
 
 def decode(data: bytes) -> tuple[np.ndarray, int]:
-    """Decode the first audio stream of ``data`` with PyAV into float32 (channels, n) and its sample rate."""
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.rate)
-        blocks = [
-            out.to_ndarray() for frame in container.decode(stream) for out in resampler.resample(frame)
-        ]
-        blocks += [out.to_ndarray() for out in resampler.resample(None)]
-        return np.concatenate(blocks, axis=1).astype(np.float32), stream.rate
+    """Decode with the server's own decoder: float32 (channels, n) and the file's sample rate."""
+    decoded = server_decode(data, max_seconds=600)
+    return decoded.samples, decoded.sample_rate
 
 
 @pytest.fixture(scope="module")

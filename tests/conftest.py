@@ -1,0 +1,155 @@
+"""Shared fixtures: known-answer audio, the test registry, and the two real servers (in-process and Ray Serve).
+
+Both servers run for the whole session on loopback; contract tests are parametrised over them so
+the two modes are held to the same behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+# Ray workers are started by the raylet that this process spawns, so they inherit this environment:
+# that is how replicas find the test-only analyzers in tests/fixture_models.py.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# A private temp dir for the whole run (servers, Ray and pool workers inherit it), so the privacy test
+# can prove that no request leaves a file behind.
+SESSION_TMP = Path(tempfile.mkdtemp(prefix="mirstream-tests-"))
+os.environ["TMPDIR"] = str(SESSION_TMP)
+tempfile.tempdir = None
+
+from serve_app.config import Settings  # noqa: E402
+from serve_app.registry import Registry, parse_registry  # noqa: E402
+from tests.audio_factory import FORMATS, c_major_cadence, click_track, encode, sine  # noqa: E402
+
+MAX_UPLOAD = 8 * 2**20
+MAX_SECONDS = 60.0
+
+
+def free_port() -> int:
+    """An unused loopback TCP port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_settings(port: int) -> Settings:
+    """Small limits and a short keep-alive so the limit and keep-alive paths are cheap to reach."""
+    return Settings(
+        host="127.0.0.1",
+        port=port,
+        max_upload_bytes=MAX_UPLOAD,
+        max_audio_seconds=MAX_SECONDS,
+        keepalive_seconds=0.5,
+        allow_private_urls=True,
+        startup_timeout_s=240,
+        ray_num_cpus=2,
+        object_store_mb=256,
+        local_workers=2,
+    )
+
+
+def registry_data() -> dict:
+    """The real model_registry.yaml with the test-only fixture models appended."""
+    data = yaml.safe_load((REPO / "model_registry.yaml").read_text())
+    data["models"] += yaml.safe_load((REPO / "tests" / "fixture_registry.yaml").read_text())["models"]
+    return data
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    """Real catalogue + fixture models."""
+    return parse_registry(registry_data(), "test registry")
+
+
+@pytest.fixture(scope="session")
+def audio() -> dict[str, bytes]:
+    """Encoded known-answer files, made once per session in memory."""
+    files = {
+        "click.mp3": encode(click_track(120.0, 20.0), 44100, "mp3"),
+        "sine_stereo.wav": encode(sine(1000.0, -23.0, 20.0, 48000, 2), 48000, "wav"),
+        "sine_mono.flac": encode(sine(1000.0, -23.0, 20.0, 48000, 1), 48000, "flac"),
+        "too_long.flac": encode(np.zeros(int(44100 * (MAX_SECONDS + 10)), np.float32), 44100, "flac"),
+    }
+    cadence = c_major_cadence(seconds_per_chord=1.5, repeats=2)
+    for fmt in FORMATS:
+        files[f"cadence.{fmt}"] = encode(cadence, 44100, fmt)
+    files["truncated.mp3"] = files["click.mp3"][: len(files["click.mp3"]) // 3]
+    files["garbage"] = bytes(np.random.default_rng(7).integers(0, 256, 50_000, dtype=np.uint8))
+    return files
+
+
+def wait_healthy(base: str, timeout: float = 240.0) -> None:
+    """Poll /healthz until 200 (every model loaded) or fail the session."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{base}/healthz", timeout=5)
+            if r.status_code == 200:
+                return
+            last = r.text
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.3)
+    raise RuntimeError(f"server at {base} not healthy after {timeout} s: {last}")
+
+
+@pytest.fixture(scope="session")
+def local_server(registry: Registry) -> Iterator[str]:
+    """The in-process mode (process pool, no Ray) served by uvicorn on loopback."""
+    import uvicorn
+
+    from serve_app.local_app import create_local_app
+
+    settings = make_settings(free_port())
+    app, _runner = create_local_app(registry, settings)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://{settings.host}:{settings.port}"
+    wait_healthy(base)
+    yield base
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def ray_server(registry: Registry) -> Iterator[str]:
+    """The real Ray Serve app on a local Ray instance (one per test session)."""
+    from serve_app import launcher
+
+    settings = make_settings(free_port())
+    launcher.start_ray(settings)
+    try:
+        launcher.deploy(registry, settings)
+        base = f"http://{settings.host}:{settings.port}"
+        wait_healthy(base)
+        yield base
+    finally:
+        launcher.shutdown()
+
+
+@pytest.fixture(params=["local", "ray"])
+def server(request: pytest.FixtureRequest) -> str:
+    """Base URL of each mode in turn."""
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the run's private temp dir (Ray's session logs live there too)."""
+    shutil.rmtree(SESSION_TMP, ignore_errors=True)

@@ -1,0 +1,111 @@
+"""audio-url: fetched from a loopback HTTP server (redirects, 404, loops, size cap) and refused when private."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote
+
+import pytest
+
+from serve_app.audio_source import audio_bytes
+from serve_app.config import Settings
+from serve_app.decode import AudioError
+from serve_app.request import AnalysisJob
+from tests.conftest import MAX_UPLOAD
+from tests.sse import post
+
+
+@pytest.fixture(scope="module")
+def cdn(audio: dict[str, bytes]) -> Iterator[str]:
+    """A tiny loopback 'CDN': /click.mp3, /hop/N redirect chains, /loop, /huge, /missing (404)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self.path == "/click.mp3":
+                self._send(200, audio["click.mp3"])
+            elif self.path.startswith("/hop/"):
+                n = int(self.path.rsplit("/", 1)[1])
+                self.send_response(302)
+                self.send_header("Location", "/click.mp3" if n == 0 else f"/hop/{n - 1}")
+                self.end_headers()
+            elif self.path == "/loop":
+                self.send_response(301)
+                self.send_header("Location", "/loop")
+                self.end_headers()
+            elif self.path == "/huge":
+                self._send(200, b"\0" * (MAX_UPLOAD + 10))
+            else:
+                self._send(404, b"not here")
+
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_audio_url_is_fetched_and_analysed(server: str, cdn: str) -> None:
+    """A URL-encoded audio-url through two redirects: analysed like an upload."""
+    stream = post(server, "bpm_degara", None, {"audio-url": quote(f"{cdn}/hop/2", safe="")})
+    assert stream.statuses() == ["started", "completed", "finished"], stream.events
+    assert stream.events[1]["result"]["results"]["bpm"] == pytest.approx(120.0, abs=1.0)
+
+
+@pytest.mark.parametrize(
+    ("path", "needle"),
+    [
+        ("/missing", "HTTP 404"),
+        ("/loop", "more than 5 redirects"),
+        ("/huge", "limit is 8.0 MB"),
+    ],
+)
+def test_audio_url_failures_are_the_decode_error_event(server: str, cdn: str, path: str, needle: str) -> None:
+    """Download failures are the spec's single error event, with the reason."""
+    stream = post(server, "key,bpm_degara", None, {"audio-url": quote(cdn + path, safe="")})
+    assert stream.statuses() == ["started", "error", "finished"]
+    assert stream.events[1]["error"].startswith("Failed to download or decode audio: ")
+    assert needle in stream.events[1]["error"]
+
+
+def _fetch(url: str, **changes: object) -> bytes:
+    """Run the URL fetcher directly with given settings."""
+    settings = replace(Settings(), **changes)
+    return asyncio.run(audio_bytes(AnalysisJob(models=(), body=None, audio_url=url), settings))
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:9/a.mp3", "http://[::1]/a.mp3", "http://10.1.2.3/a.mp3", "http://169.254.169.254/latest",
+     "http://[::ffff:192.168.0.1]/a.mp3", "http://224.0.0.1/a.mp3", "http://localhost/a.mp3"],
+)
+def test_private_targets_refused_by_default(url: str) -> None:
+    """Loopback, private, link-local (cloud metadata), mapped IPv6 and multicast are refused."""
+    with pytest.raises(AudioError, match="non-public address"):
+        _fetch(url)
+
+
+def test_private_redirect_hop_is_refused(cdn: str) -> None:
+    """Every hop is checked: allowed loopback start, then the same rule would refuse it if private is off."""
+    assert len(_fetch(f"{cdn}/hop/1", allow_private_urls=True)) > 1000
+    with pytest.raises(AudioError, match="non-public address 127.0.0.1"):
+        _fetch(f"{cdn}/hop/1")
+
+
+@pytest.mark.parametrize(("url", "needle"), [("ftp://example.org/a.mp3", "only http and https"), ("http:///x", "no host")])
+def test_bad_urls(url: str, needle: str) -> None:
+    """Only absolute http(s) URLs."""
+    with pytest.raises(AudioError, match=needle):
+        _fetch(url)
