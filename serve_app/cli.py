@@ -184,8 +184,12 @@ def models_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mirstream`` console script."""
-    logging.basicConfig(level=os.environ.get("MIRSTREAM_LOG_LEVEL", "INFO").upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = _parser().parse_args(argv)
+    quiet = "WARNING" if args.command != "serve" else "INFO"  # analyze/models print results, not logs
+    logging.basicConfig(
+        level=os.environ.get("MIRSTREAM_LOG_LEVEL", quiet).upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     settings = _settings(args)
     if args.command == "serve":
         serve_command(settings, args.local)
