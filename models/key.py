@@ -23,9 +23,7 @@ class KeyAnalyzer(Analyzer):
     def __init__(self, profile: str = "bgate", frame_size: int = 4096, hop_size: int = 4096) -> None:
         es = essentia_standard()
         self.profile = profile
-        self._extract = es.KeyExtractor(
-            profileType=profile, frameSize=frame_size, hopSize=hop_size, sampleRate=44100
-        )
+        self._extract = es.KeyExtractor(profileType=profile, frameSize=frame_size, hopSize=hop_size, sampleRate=44100)
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Run KeyExtractor on the whole track."""

@@ -53,9 +53,7 @@ class LoudnessEBUR128Analyzer(Analyzer):
         """Measure the track; mono and stereo are supported, other layouts get a clear error."""
         x = audio.samples if audio.samples.ndim == 2 else audio.samples[np.newaxis, :]
         if x.shape[0] > 2:
-            raise AnalyzerError(
-                f"loudness-ebur128 supports mono and stereo audio; this file has {x.shape[0]} channels"
-            )
+            raise AnalyzerError(f"loudness-ebur128 supports mono and stereo audio; this file has {x.shape[0]} channels")
         if audio.duration < MIN_SECONDS:
             raise AnalyzerError(f"audio is {audio.duration:.2f} s long; loudness needs at least 0.4 s")
         if x.shape[0] == 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from models.base import Audio, AnalyzerError
+from models.base import AnalyzerError, Audio
 from serve_app.registry import ModelEntry
 
 

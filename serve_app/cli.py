@@ -72,7 +72,9 @@ def serve_command(settings: Settings, local: bool) -> None:
     launcher.start_ray(settings)
     try:
         launcher.deploy(registry, settings)
-        print(f"mirstream: serving {len(registry.entries)} models on http://{settings.host}:{settings.port}", flush=True)
+        print(
+            f"mirstream: serving {len(registry.entries)} models on http://{settings.host}:{settings.port}", flush=True
+        )
         stop.wait()
     except launcher.StartupError as exc:
         print(f"mirstream: cannot start: {exc}", file=sys.stderr, flush=True)
@@ -102,7 +104,7 @@ def _server_events(url: str, source: str, models: str) -> Iterator[str]:
             raise SystemExit(f"mirstream: server answered {r.status_code}: {r.text}")
         for line in r.iter_lines():
             if line.startswith("data: "):
-                yield line[len("data: "):]
+                yield line[len("data: ") :]
 
 
 async def _local_events(source: str, models: str, settings: Settings) -> AsyncIterator[str]:
@@ -124,7 +126,7 @@ async def _local_events(source: str, models: str, settings: Settings) -> AsyncIt
     try:
         async for frame in analysis_events(job, runner, settings):
             if frame.startswith("data: "):
-                yield frame[len("data: "):].strip()
+                yield frame[len("data: ") :].strip()
     finally:
         runner.close()
 

@@ -48,7 +48,7 @@ class Settings:
     object_store_mb: int = 1024
     local_workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
 
-    def with_overrides(self, **changes: object) -> "Settings":
+    def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (CLI flags win over the environment)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 

@@ -12,6 +12,7 @@ from ray import serve
 from serve_app.config import Settings
 from serve_app.ray_app import INGRESS_NAME, build_app
 from serve_app.registry import Registry
+from serve_app.runner import strip_ansi
 
 APP_NAME = "mirstream"
 log = logging.getLogger("mirstream.launcher")
@@ -45,7 +46,7 @@ def preflight(registry: Registry, resources: dict[str, float]) -> None:
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     needs = [(INGRESS_NAME, registry.ingress, registry.ingress_autoscaling.min_replicas)]
     needs += [(e.deployment_name, e.resources, e.autoscaling.min_replicas) for e in registry.entries]
-    for name, res, replicas in needs:
+    for name, res, _replicas in needs:
         if res.num_gpus > gpus:
             raise StartupError(
                 f"deployment {name!r} needs {res.num_gpus} GPU per replica but this Ray cluster has {gpus:g} GPUs; "
@@ -91,12 +92,15 @@ def wait_until_running(timeout_s: float) -> None:
 
 
 def _unhealthy(app: object) -> str:
-    """'name: STATUS (message)' for every deployment that is not healthy."""
+    """'name: STATUS (summary: cause)' for every deployment that is not healthy, without the traceback."""
     parts = []
     for name, dep in app.deployments.items():  # type: ignore[attr-defined]
         if dep.status.value != "HEALTHY":
-            message = (dep.message or "").strip().splitlines()
-            parts.append(f"{name}: {dep.status.value}" + (f" ({message[0]})" if message else ""))
+            lines = [ln.strip() for ln in strip_ansi(dep.message or "").splitlines() if ln.strip()]
+            detail = lines[0] if lines else ""
+            if len(lines) > 1:
+                detail += f" {lines[-1]}"  # the exception line closes Serve's traceback
+            parts.append(f"{name}: {dep.status.value}" + (f" ({detail})" if detail else ""))
     return "; ".join(parts) or str(getattr(app, "message", ""))
 
 

@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import multiprocessing
 import threading
+from collections.abc import AsyncIterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette

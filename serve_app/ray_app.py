@@ -8,7 +8,6 @@ autoscaling. The ingress runs the shared Starlette app with a RayRunner: each au
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 import ray
@@ -25,7 +24,6 @@ from serve_app.registry import ModelEntry, Registry
 from serve_app.runner import plain_message
 
 INGRESS_NAME = "ingress"
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @serve.deployment
@@ -52,7 +50,7 @@ class RayRunner:
         self._app_name = app_name
 
     def share(self, audio: Audio) -> dict[str, Any]:
-        """Put the representation into the object store once; models receive the ref (wrapped, so Serve passes it as-is)."""
+        """``ray.put`` the representation once; models get the ref wrapped in a dict, so Serve passes it as-is."""
         return {"audio": ray.put(audio)}
 
     async def run(self, entry: ModelEntry, shared: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +68,7 @@ class RayRunner:
             return "the model replica died while analysing this audio (it is being restarted); try again"
         if isinstance(exc, RayTaskError) and exc.cause is not None:
             exc = exc.cause
-        return _ANSI.sub("", plain_message(exc)).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return plain_message(exc).splitlines()[0]
 
     async def health(self) -> tuple[bool, dict[str, str]]:
         """Ask the Serve controller for every deployment's status."""

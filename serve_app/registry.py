@@ -21,8 +21,19 @@ from models.base import Analyzer, InputSpec
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ENTRY_KEYS = {
-    "name", "version", "default", "aliases", "class", "description", "params", "input",
-    "resources", "autoscaling", "max_ongoing_requests", "license", "output_schema",
+    "name",
+    "version",
+    "default",
+    "aliases",
+    "class",
+    "description",
+    "params",
+    "input",
+    "resources",
+    "autoscaling",
+    "max_ongoing_requests",
+    "license",
+    "output_schema",
 }
 
 

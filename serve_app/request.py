@@ -39,8 +39,7 @@ def parse_models(spec: str | None, registry: Registry) -> tuple[ModelEntry, ...]
     if spec is None or not spec.strip():
         raise RequestError(
             400,
-            "missing 'models' query parameter: pass ?models=name[:version],... "
-            f"(available: {_catalogue(registry)})",
+            f"missing 'models' query parameter: pass ?models=name[:version],... (available: {_catalogue(registry)})",
         )
     chosen: list[ModelEntry] = []
     for raw in spec.split(","):

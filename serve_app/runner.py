@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 from models.base import Audio
@@ -24,7 +25,15 @@ class ModelRunner(Protocol):
         """(all ready?, state per deployment) for /healthz."""
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def strip_ansi(text: str) -> str:
+    """Remove terminal colour codes (Ray colours its tracebacks and actor names)."""
+    return _ANSI.sub("", text)
+
+
 def plain_message(exc: BaseException) -> str:
-    """``ExceptionType: message`` reduced to the message, or the type name when it has none."""
-    text = str(exc).strip()
+    """An exception's own message without colour codes, or its type name when it has none."""
+    text = strip_ansi(str(exc)).strip()
     return text if text else type(exc).__name__

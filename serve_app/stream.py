@@ -72,8 +72,13 @@ async def _produce(
         shared[spec] = runner.share(await asyncio.to_thread(representation, decoded, spec))
     log.info(
         "request %s: decoded %s/%s %.1f s %d ch %d Hz in %.3f s",
-        request_id, decoded.container, decoded.codec, decoded.duration,
-        decoded.samples.shape[0], decoded.sample_rate, time.perf_counter() - t0,
+        request_id,
+        decoded.container,
+        decoded.codec,
+        decoded.duration,
+        decoded.samples.shape[0],
+        decoded.sample_rate,
+        time.perf_counter() - t0,
     )
     del decoded
     await asyncio.gather(*(_run_model(e, shared[e.input], runner, queue, request_id) for e in job.models))
@@ -98,6 +103,10 @@ async def _run_model(
         outcome = f"error: {message}"
     log.info(
         "request %s model %s correlation_id=%s outcome=%s seconds=%.3f",
-        request_id, entry.key, correlation_id, outcome, time.perf_counter() - started,
+        request_id,
+        entry.key,
+        correlation_id,
+        outcome,
+        time.perf_counter() - started,
     )
     queue.put_nowait(frame)

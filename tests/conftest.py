@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator

@@ -45,7 +45,7 @@ def parse(text: str) -> tuple[list[dict[str, Any]], list[str]]:
             comments.append(lines[0])
             continue
         assert len(lines) == 1 and lines[0].startswith("data: "), f"malformed event block: {block!r}"
-        events.append(json.loads(lines[0][len("data: "):]))
+        events.append(json.loads(lines[0][len("data: ") :]))
     return events, comments
 
 

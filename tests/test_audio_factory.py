@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from serve_app.decode import decode as server_decode
-
 from tests.audio_factory import (
     FORMATS,
     a_minor_cadence,
@@ -84,9 +83,7 @@ def test_click_track_tempo_after_mp3() -> None:
     assert abs(bpm - 120.0) <= 1.0
 
 
-@pytest.mark.parametrize(
-    ("make", "key", "scale"), [(c_major_cadence, "C", "major"), (a_minor_cadence, "A", "minor")]
-)
+@pytest.mark.parametrize(("make", "key", "scale"), [(c_major_cadence, "C", "major"), (a_minor_cadence, "A", "minor")])
 def test_cadence_key(make, key: str, scale: str) -> None:
     """KeyExtractor's default profile names the cadence's tonic and mode."""
     found_key, found_scale, strength = es.KeyExtractor()(make())

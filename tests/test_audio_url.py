@@ -88,8 +88,15 @@ def _fetch(url: str, **changes: object) -> bytes:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1:9/a.mp3", "http://[::1]/a.mp3", "http://10.1.2.3/a.mp3", "http://169.254.169.254/latest",
-     "http://[::ffff:192.168.0.1]/a.mp3", "http://224.0.0.1/a.mp3", "http://localhost/a.mp3"],
+    [
+        "http://127.0.0.1:9/a.mp3",
+        "http://[::1]/a.mp3",
+        "http://10.1.2.3/a.mp3",
+        "http://169.254.169.254/latest",
+        "http://[::ffff:192.168.0.1]/a.mp3",
+        "http://224.0.0.1/a.mp3",
+        "http://localhost/a.mp3",
+    ],
 )
 def test_private_targets_refused_by_default(url: str) -> None:
     """Loopback, private, link-local (cloud metadata), mapped IPv6 and multicast are refused."""
@@ -104,7 +111,9 @@ def test_private_redirect_hop_is_refused(cdn: str) -> None:
         _fetch(f"{cdn}/hop/1")
 
 
-@pytest.mark.parametrize(("url", "needle"), [("ftp://example.org/a.mp3", "only http and https"), ("http:///x", "no host")])
+@pytest.mark.parametrize(
+    ("url", "needle"), [("ftp://example.org/a.mp3", "only http and https"), ("http:///x", "no host")]
+)
 def test_bad_urls(url: str, needle: str) -> None:
     """Only absolute http(s) URLs."""
     with pytest.raises(AudioError, match=needle):

@@ -49,7 +49,9 @@ def test_analyze_exit_code_when_a_model_fails(tmp_path: Path, audio: dict[str, b
     registry = tmp_path / "registry.yaml"
     registry.write_text(yaml.safe_dump(registry_data()))
     path = _write(tmp_path, audio, "cadence.flac")
-    done = _run(["analyze", str(path), "--models", "key,fail"], {"MIRSTREAM_URL": "", "MIRSTREAM_REGISTRY": str(registry)})
+    done = _run(
+        ["analyze", str(path), "--models", "key,fail"], {"MIRSTREAM_URL": "", "MIRSTREAM_REGISTRY": str(registry)}
+    )
     assert done.returncode == 1
     assert "key:1" in done.stdout and "fail:1  ERROR fixture model failed on purpose" in done.stdout
 
@@ -83,13 +85,22 @@ def test_serve_with_ray_end_to_end(audio: dict[str, bytes]) -> None:
     """The README run path: `mirstream serve` honours PORT, streams a real mp3, and stops cleanly on SIGINT."""
     port = free_port()
     proc = subprocess.Popen(
-        MIRSTREAM + ["serve"], env={**os.environ, "PORT": str(port)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        MIRSTREAM + ["serve"],
+        env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base, timeout=180)
-        r = httpx.post(f"{base}/v1/analysis/stream", params={"models": "key:1,bpm_degara,loudness-ebur128"},
-                       content=audio["click.mp3"], headers={"filename": "track.mp3"}, timeout=120)
+        r = httpx.post(
+            f"{base}/v1/analysis/stream",
+            params={"models": "key:1,bpm_degara,loudness-ebur128"},
+            content=audio["click.mp3"],
+            headers={"filename": "track.mp3"},
+            timeout=120,
+        )
         events, _ = parse(r.text)
         assert [e["status"] for e in events] == ["started", "completed", "completed", "completed", "finished"]
     finally:
@@ -108,3 +119,16 @@ def test_serve_fails_fast_when_cpus_are_short() -> None:
     done = _run(["serve", "--port", str(free_port())], {"MIRSTREAM_RAY_NUM_CPUS": "1"}, timeout=120)
     assert done.returncode == 1
     assert "cannot start" in done.stderr and "key-v1 0.5x1" in done.stderr
+
+
+def test_serve_fails_with_the_model_error_when_a_model_cannot_load(tmp_path: Path) -> None:
+    """A model whose constructor raises: exit 1 naming the deployment and Essentia's reason."""
+    broken = tmp_path / "broken.yaml"
+    data = registry_data()
+    data["models"] = data["models"][:3]
+    data["models"][0]["params"]["profile"] = "no-such-profile"
+    broken.write_text(yaml.safe_dump(data))
+    done = _run(["serve", "--port", str(free_port()), "--registry", str(broken)], timeout=240)
+    assert done.returncode == 1
+    line = next(ln for ln in done.stderr.splitlines() if "cannot start" in ln)
+    assert "key-v1: DEPLOY_FAILED" in line and "no-such-profile" in line, line
