@@ -7,8 +7,11 @@ output schema. Everything else (decoding, resampling, fan-out, SSE) is generic s
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -45,9 +48,42 @@ class AnalyzerError(Exception):
     """An analyzer cannot handle this audio; the message is shown to the client as-is."""
 
 
+class Cancelled(Exception):
+    """The request this run serves went away (client disconnect or model timeout): stop working."""
+
+
+class CancelFlag(Protocol):
+    """Anything with ``is_set()``: a threading.Event in a Ray replica, a manager Event proxy in a pool worker."""
+
+    def is_set(self) -> bool: ...
+
+
+_cancel_flag: contextvars.ContextVar[CancelFlag | None] = contextvars.ContextVar("mirstream_cancel", default=None)
+
+
+@contextmanager
+def cancellable(flag: CancelFlag | None) -> Iterator[None]:
+    """Make ``flag`` the one that ``Analyzer.check_cancelled`` consults during this run (set by the host)."""
+    token = _cancel_flag.set(flag)
+    try:
+        yield
+    finally:
+        _cancel_flag.reset(token)
+
+
 class Analyzer:
     """Base class for every analyzer named in model_registry.yaml."""
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Compute this model's results for one track."""
         raise NotImplementedError
+
+    def check_cancelled(self) -> None:
+        """Raise Cancelled if the request went away; multi-stage analyzers call this between stages.
+
+        A single Essentia call cannot be interrupted, so cancellation is cooperative: work stops at the
+        next check instead of running to the end for nobody.
+        """
+        flag = _cancel_flag.get()
+        if flag is not None and flag.is_set():
+            raise Cancelled("the request was cancelled")

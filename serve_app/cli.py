@@ -122,7 +122,7 @@ async def _local_events(source: str, models: str, settings: Settings) -> AsyncIt
     body = None if is_url else Path(source).read_bytes()
     job = AnalysisJob(models=entries, body=body, audio_url=source if is_url else None)
     sub = Registry(entries=entries, ingress=registry.ingress)
-    runner = ProcessPoolRunner(sub, min(settings.local_workers, len(entries)))
+    runner = ProcessPoolRunner(sub)
     try:
         async for frame in analysis_events(job, runner, settings):
             if frame.startswith("data: "):

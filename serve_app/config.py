@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,7 +47,13 @@ class Settings:
     startup_timeout_s: float = 180.0
     ray_num_cpus: float | None = None
     object_store_mb: int = 1024
-    local_workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    max_models_per_request: int = 32
+    max_concurrent_streams: int = 64
+    # SHA-256 hex digests of the accepted API keys (never the keys themselves); empty = no auth
+    api_key_hashes: frozenset[str] = field(default=frozenset(), repr=False)
+    rate_limit_per_second: float | None = None
+    rate_limit_burst: int = 10
+    shutdown_grace_s: float = 60.0
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (CLI flags win over the environment)."""
@@ -71,5 +78,27 @@ def settings_from_env() -> Settings:
         startup_timeout_s=_env_float("MIRSTREAM_STARTUP_TIMEOUT_SECONDS", base.startup_timeout_s),
         ray_num_cpus=float(cpus) if cpus else None,
         object_store_mb=int(_env_float("MIRSTREAM_OBJECT_STORE_MB", base.object_store_mb)),
-        local_workers=int(_env_float("MIRSTREAM_LOCAL_WORKERS", base.local_workers)),
+        max_models_per_request=int(_env_float("MIRSTREAM_MAX_MODELS_PER_REQUEST", base.max_models_per_request)),
+        max_concurrent_streams=int(_env_float("MIRSTREAM_MAX_CONCURRENT_STREAMS", base.max_concurrent_streams)),
+        api_key_hashes=frozenset(hash_key(k) for k in _api_keys()),
+        rate_limit_per_second=_env_float("MIRSTREAM_RATE_LIMIT_PER_SECOND", 1.0)
+        if os.environ.get("MIRSTREAM_RATE_LIMIT_PER_SECOND")
+        else None,
+        rate_limit_burst=int(_env_float("MIRSTREAM_RATE_LIMIT_BURST", base.rate_limit_burst)),
+        shutdown_grace_s=_env_float("MIRSTREAM_SHUTDOWN_GRACE_SECONDS", base.shutdown_grace_s),
     )
+
+
+def hash_key(key: str) -> str:
+    """The form in which API keys are kept and compared, so no settings object ever holds a key."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _api_keys() -> frozenset[str]:
+    """Keys from MIRSTREAM_API_KEYS (comma-separated) and/or MIRSTREAM_API_KEYS_FILE (one per line, # comments)."""
+    keys = {k.strip() for k in os.environ.get("MIRSTREAM_API_KEYS", "").split(",") if k.strip()}
+    path = os.environ.get("MIRSTREAM_API_KEYS_FILE")
+    if path:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        keys |= {ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")}
+    return frozenset(keys)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -11,7 +11,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
+from serve_app.admission import Admission
 from serve_app.config import Settings
 from serve_app.registry import Registry
 from serve_app.request import RequestError, parse_request
@@ -19,6 +21,25 @@ from serve_app.runner import ModelRunner
 from serve_app.stream import analysis_events
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class _SlotStreamingResponse(StreamingResponse):
+    """A streaming response that returns its admission slot however the response ends (done, error, disconnect)."""
+
+    def __init__(self, content: AsyncIterator[str], release: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=SSE_HEADERS)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+def _error(exc: RequestError) -> JSONResponse:
+    """The contract's plain HTTP error: ``{"detail": ...}`` plus any headers (Retry-After, WWW-Authenticate)."""
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
 
 def create_app(
@@ -29,18 +50,30 @@ def create_app(
 ) -> Starlette:
     """Build the ASGI app around a model runner (Ray handles or a process pool)."""
 
+    admission = Admission(settings)
+
     async def analysis_stream(request: Request) -> Response:
-        """POST /v1/analysis/stream: validate, then stream started/completed|error/finished events."""
+        """POST /v1/analysis/stream: admit (401/429/503), validate (400/404/413), then stream the events."""
+        try:
+            admission.check_rate(admission.identify(request))
+            admission.acquire_stream()
+        except RequestError as exc:
+            return _error(exc)
         try:
             job = await parse_request(request, registry, settings)
-        except RequestError as exc:
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status)
-        return StreamingResponse(
-            analysis_events(job, runner, settings), media_type="text/event-stream", headers=SSE_HEADERS
-        )
+        except BaseException as exc:
+            admission.release_stream()
+            if isinstance(exc, RequestError):
+                return _error(exc)
+            raise
+        return _SlotStreamingResponse(analysis_events(job, runner, settings), admission.release_stream)
 
     async def list_models(request: Request) -> Response:
         """GET /v1/models: the registry as served, with schemas and licences."""
+        try:
+            admission.identify(request)
+        except RequestError as exc:
+            return _error(exc)
         return JSONResponse({"models": [entry.describe() for entry in registry.entries]})
 
     async def healthz(request: Request) -> Response:

@@ -1,7 +1,9 @@
-"""In-process mode without Ray: the same ingress and stream code, models run in a spawn-based process pool.
+"""In-process mode without Ray: the same ingress and stream code, models run in spawn-based process pools.
 
-Processes, not threads, because Essentia holds the GIL; ``spawn`` because forking after TensorFlow or
-torch initialised hangs the child. Used by the fast tests and one-shot ``mirstream analyze``.
+Like Ray Serve's deployments, each registry entry gets its own pool (up to ``max_replicas`` worker
+processes), so a crashing model takes down only its own workers. Processes, not threads, because
+Essentia holds the GIL; ``spawn`` because forking after TensorFlow or torch initialised hangs the child.
+Used by ``serve --local``, the fast tests and one-shot ``mirstream analyze``.
 """
 
 from __future__ import annotations
@@ -13,17 +15,19 @@ import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.managers import SyncManager
 from typing import Any
 
 from starlette.applications import Starlette
 
-from models.base import Audio
+from models.base import Audio, CancelFlag
 from serve_app.analyzer_host import AnalyzerHost
 from serve_app.config import Settings
 from serve_app.ingress import create_app
 from serve_app.registry import ModelEntry, Registry
 from serve_app.runner import plain_message
 
+_SPAWN = multiprocessing.get_context("spawn")
 _hosts: dict[str, AnalyzerHost] = {}  # per worker process: each analyzer is built once, on first use
 
 
@@ -40,57 +44,87 @@ def _load_in_worker(entry: ModelEntry) -> str:
     return entry.key
 
 
-def _run_in_worker(entry: ModelEntry, audio: Audio) -> dict[str, Any]:
-    """Pool task: analyse one representation."""
-    return _host(entry).run(audio)
+def _run_in_worker(entry: ModelEntry, audio: Audio, cancel: CancelFlag) -> dict[str, Any]:
+    """Pool task: analyse one representation, polling ``cancel`` (a manager Event proxy)."""
+    return _host(entry).run(audio, cancel)
+
+
+class _ModelPool:
+    """One entry's worker processes plus a semaphore that keeps waiting work cancellable.
+
+    ProcessPoolExecutor marks queued calls as running once they enter its call queue, where cancel()
+    no longer works; holding them in the semaphore instead keeps a disconnect able to drop them.
+    """
+
+    def __init__(self, entry: ModelEntry) -> None:
+        self.entry = entry
+        self.workers = max(1, entry.autoscaling.max_replicas)
+        self._lock = threading.Lock()
+        self._executor = self._new_executor()
+        self._slots: asyncio.Semaphore | None = None
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        """Fresh spawned workers."""
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=_SPAWN)
+
+    def submit(self, fn: Any, *args: Any) -> Future[Any]:
+        """Submit, replacing the executor first if a dead worker broke it."""
+        with self._lock:
+            try:
+                return self._executor.submit(fn, *args)
+            except BrokenProcessPool:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._new_executor()
+                return self._executor.submit(fn, *args)
+
+    def slots(self) -> asyncio.Semaphore:
+        """One slot per worker, created on the running loop."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.workers)
+        return self._slots
+
+    def close(self) -> None:
+        """Stop the workers."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 class ProcessPoolRunner:
-    """ModelRunner over a ProcessPoolExecutor; a crashed worker gets an error event and a fresh pool."""
+    """ModelRunner over one process pool per registry entry."""
 
-    def __init__(self, registry: Registry, workers: int) -> None:
-        self._workers = workers
-        self._lock = threading.Lock()
-        self._pool = self._new_pool()
-        self._states = {entry.key: "STARTING" for entry in registry.entries}
+    def __init__(self, registry: Registry) -> None:
         self._registry = registry
-        self._slots: asyncio.Semaphore | None = None
+        self._pools = {entry.key: _ModelPool(entry) for entry in registry.entries}
+        self._states = {entry.key: "STARTING" for entry in registry.entries}
+        self._manager: SyncManager | None = None
+        self._manager_lock = threading.Lock()
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        """A pool of spawned workers."""
-        return ProcessPoolExecutor(max_workers=self._workers, mp_context=multiprocessing.get_context("spawn"))
-
-    def _submit(self, fn: Any, *args: Any) -> Future[Any]:
-        """Submit to the current pool, replacing it first if a dead worker broke it."""
-        with self._lock:
-            try:
-                return self._pool.submit(fn, *args)
-            except BrokenProcessPool:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._new_pool()
-                return self._pool.submit(fn, *args)
+    def _flag(self) -> Any:
+        """A cancellation Event that a worker process can poll (served by one shared manager process)."""
+        with self._manager_lock:
+            if self._manager is None:
+                self._manager = _SPAWN.Manager()
+            return self._manager.Event()
 
     def share(self, audio: Audio) -> Audio:
         """Nothing to share across processes up front: the array is pickled to the worker per call."""
         return audio
 
     async def run(self, entry: ModelEntry, shared: Audio) -> dict[str, Any]:
-        """Run in a worker; work waits here (cancellable) until a worker is free, not in the pool's queue.
-
-        ProcessPoolExecutor marks queued calls as running as soon as they enter its call queue, where
-        cancel() no longer works; holding them in a semaphore keeps a disconnect able to drop them.
-        """
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._workers)
-        async with self._slots:
-            future = self._submit(_run_in_worker, entry, shared)
+        """Run in the entry's pool; cancellation drops waiting work and flags running work to stop."""
+        pool = self._pools[entry.key]
+        async with pool.slots():
+            flag = await asyncio.to_thread(self._flag)
+            future = pool.submit(_run_in_worker, entry, shared, flag)
             try:
                 return await asyncio.wrap_future(future)
             except asyncio.CancelledError:
                 future.cancel()
+                flag.set()
                 raise
             except BrokenProcessPool:
-                raise RuntimeError(f"the worker process running {entry.key} died; it will be restarted") from None
+                raise RuntimeError(
+                    f"the worker process running {entry.key} died (killed or crashed); it will be restarted"
+                ) from None
 
     def describe_error(self, exc: BaseException) -> str:
         """The exception's own message (it crossed the process boundary intact)."""
@@ -101,7 +135,7 @@ class ProcessPoolRunner:
 
         async def load(entry: ModelEntry) -> None:
             try:
-                await asyncio.wrap_future(self._submit(_load_in_worker, entry))
+                await asyncio.wrap_future(self._pools[entry.key].submit(_load_in_worker, entry))
                 self._states[entry.key] = "HEALTHY"
             except Exception as exc:  # a model that cannot load is reported, not fatal to the others
                 self._states[entry.key] = f"UNHEALTHY: {plain_message(exc)}"
@@ -113,13 +147,16 @@ class ProcessPoolRunner:
         return all(s == "HEALTHY" for s in self._states.values()), dict(self._states)
 
     def close(self) -> None:
-        """Stop the workers."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop every pool and the manager."""
+        for pool in self._pools.values():
+            pool.close()
+        if self._manager is not None:
+            self._manager.shutdown()
 
 
 def create_local_app(registry: Registry, settings: Settings) -> tuple[Starlette, ProcessPoolRunner]:
-    """The in-process ASGI app; models warm up in the background at start-up, the pool closes at shutdown."""
-    runner = ProcessPoolRunner(registry, settings.local_workers)
+    """The in-process ASGI app; models warm up in the background at start-up, the pools close at shutdown."""
+    runner = ProcessPoolRunner(registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

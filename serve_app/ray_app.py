@@ -8,6 +8,7 @@ autoscaling. The ingress runs the shared Starlette app with a RayRunner: each au
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import ray
@@ -33,12 +34,21 @@ class ModelDeployment:
     def __init__(self, entry: ModelEntry) -> None:
         self._host = AnalyzerHost(entry)
 
-    def analyze(self, shared: dict[str, Any]) -> dict[str, Any]:
+    async def analyze(self, shared: dict[str, Any]) -> dict[str, Any]:
+        """Analyse in a worker thread; when Serve cancels this request, flag the run so the analyzer stops."""
+        flag = threading.Event()
+        try:
+            return await asyncio.to_thread(self._run, shared, flag)
+        except asyncio.CancelledError:
+            flag.set()
+            raise
+
+    def _run(self, shared: dict[str, Any], flag: threading.Event) -> dict[str, Any]:
         """Fetch the representation from the object store (zero-copy for numpy) and analyse it."""
         audio = shared["audio"]
         if isinstance(audio, ray.ObjectRef):
             audio = ray.get(audio)
-        return self._host.run(audio)
+        return self._host.run(audio, flag)
 
 
 class RayRunner:

@@ -20,6 +20,7 @@ from models.base import Analyzer, InputSpec
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+DEFAULT_TIMEOUT_S = 600.0
 _ENTRY_KEYS = {
     "name",
     "version",
@@ -32,6 +33,7 @@ _ENTRY_KEYS = {
     "resources",
     "autoscaling",
     "max_ongoing_requests",
+    "timeout_s",
     "license",
     "output_schema",
 }
@@ -79,6 +81,7 @@ class ModelEntry:
     resources: Resources
     autoscaling: Autoscaling
     max_ongoing_requests: int
+    timeout_s: float
     license: dict[str, str]
     output_schema: dict[str, Any]
 
@@ -112,6 +115,7 @@ class ModelEntry:
                 "max_replicas": self.autoscaling.max_replicas,
                 "target_ongoing_requests": self.autoscaling.target_ongoing_requests,
             },
+            "timeout_s": self.timeout_s,
             "license": self.license,
             "output_schema": self.output_schema,
         }
@@ -259,6 +263,7 @@ def _entry(raw: Any, index: int) -> ModelEntry:
         resources=_resources(raw.get("resources"), f"{where}.resources", default_cpus=0.5),
         autoscaling=_autoscaling(raw.get("autoscaling"), f"{where}.autoscaling"),
         max_ongoing_requests=max_ongoing,
+        timeout_s=float(_number(raw.get("timeout_s", DEFAULT_TIMEOUT_S), f"{where}.timeout_s", 0.001)),
         license={k: str(v) for k, v in license_.items()},
         output_schema=schema,
     )

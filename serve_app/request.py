@@ -14,10 +14,11 @@ from serve_app.registry import ModelEntry, Registry
 class RequestError(Exception):
     """A request-level problem answered with a plain HTTP error and ``{"detail": ...}``."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ def _catalogue(registry: Registry) -> str:
     return ", ".join(f"{name} (versions: {', '.join(v)})" for name, v in registry.names().items())
 
 
-def parse_models(spec: str | None, registry: Registry) -> tuple[ModelEntry, ...]:
+def parse_models(spec: str | None, registry: Registry, limit: int | None = None) -> tuple[ModelEntry, ...]:
     """Resolve ``key:1, bpm_degara,loudness-ebur128`` to entries; repeats run once, order is kept."""
     if spec is None or not spec.strip():
         raise RequestError(
@@ -58,6 +59,8 @@ def parse_models(spec: str | None, registry: Registry) -> tuple[ModelEntry, ...]
             raise RequestError(404, f"unknown model {name!r}; available: {_catalogue(registry)}")
         if entry not in chosen:
             chosen.append(entry)
+    if limit is not None and len(chosen) > limit:
+        raise RequestError(400, f"{len(chosen)} models requested; this server runs at most {limit} per request")
     return tuple(chosen)
 
 
@@ -87,7 +90,7 @@ def _too_large(size: int, limit: int, at_least: bool = False) -> str:
 
 async def parse_request(request: Request, registry: Registry, settings: Settings) -> AnalysisJob:
     """Validate models, then the audio source: raw body XOR a URL-encoded ``audio-url`` header."""
-    models = parse_models(request.query_params.get("models"), registry)
+    models = parse_models(request.query_params.get("models"), registry, settings.max_models_per_request)
     raw_url = request.headers.get("audio-url", "").strip()
     body = await read_body(request, settings.max_upload_bytes)
     if raw_url and body:

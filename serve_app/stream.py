@@ -90,15 +90,20 @@ async def _run_model(
     """Run one model and queue its completed/error event; its failure never touches the others."""
     correlation_id = str(uuid.uuid4())
     started = time.perf_counter()
+    deadline = asyncio.timeout(entry.timeout_s)
     try:
-        results = await runner.run(entry, shared)
+        async with deadline:
+            results = await runner.run(entry, shared)
         frame = events.sse(events.completed(entry, correlation_id, results))
         outcome = "completed"
     except asyncio.CancelledError:
         log.info("request %s model %s correlation_id=%s cancelled", request_id, entry.key, correlation_id)
         raise
     except Exception as exc:  # a model's failure (or unserialisable results) becomes its error event
-        message = runner.describe_error(exc)
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            message = f"{entry.key} did not finish within its {entry.timeout_s:g} s timeout (timeout_s in the registry)"
+        else:
+            message = runner.describe_error(exc)
         frame = events.sse(events.model_error(entry, correlation_id, message))
         outcome = f"error: {message}"
     log.info(

@@ -59,7 +59,6 @@ def make_settings(port: int) -> Settings:
         startup_timeout_s=240,
         ray_num_cpus=2,
         object_store_mb=256,
-        local_workers=2,
     )
 
 

@@ -1,11 +1,13 @@
-"""Test-only analyzers (registered by tests/fixture_registry.yaml): a failing one and a slow one."""
+"""Test-only analyzers (registered by tests/fixture_registry.yaml): failing, slow and crashing ones."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any
 
-from models.base import Analyzer, Audio
+from models.base import Analyzer, Audio, Cancelled
 
 
 class FailingAnalyzer(Analyzer):
@@ -20,14 +22,39 @@ class FailingAnalyzer(Analyzer):
 
 
 class SlowAnalyzer(Analyzer):
-    """Sleeps, then reports how many runs this instance has done (to see whether cancelled work ran)."""
+    """Sleeps in small steps, checking for cancellation; counts finished and cancelled runs per process.
+
+    The counters come back in the results, so tests can see whether a cancelled run stopped early
+    (``cancelled`` grew) or was never started (neither grew).
+    """
 
     def __init__(self, seconds: float = 1.5) -> None:
         self.seconds = seconds
         self.runs = 0
+        self.cancelled = 0
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
-        """Sleep ``seconds`` and count the run."""
-        time.sleep(self.seconds)
+        """Sleep ``seconds`` unless cancelled first."""
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            try:
+                self.check_cancelled()
+            except Cancelled:
+                self.cancelled += 1
+                raise
+            time.sleep(0.05)
         self.runs += 1
-        return {"runs": self.runs, "duration": audio.duration}
+        return {"runs": self.runs, "cancelled": self.cancelled, "duration": audio.duration}
+
+
+class CrashingAnalyzer(Analyzer):
+    """Kills its own process (like a segfault or OOM kill) on audio shorter than ``crash_below_seconds``."""
+
+    def __init__(self, crash_below_seconds: float = 2.0) -> None:
+        self.crash_below_seconds = crash_below_seconds
+
+    def analyze(self, audio: Audio) -> dict[str, Any]:
+        """SIGKILL this process for short audio, else report the process id."""
+        if audio.duration < self.crash_below_seconds:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return {"pid": os.getpid()}

@@ -37,10 +37,10 @@ def test_ray_disconnect_cancels_queued_model_call(ray_server: str, audio: dict[s
 
 
 def test_process_pool_cancel_drops_queued_work(registry: Registry) -> None:
-    """In-process mode: a cancelled run that was waiting for the single worker never executes."""
+    """In-process mode: a cancelled run that was waiting for the model's single worker never executes."""
     slow = registry.find("slow", None)
     audio = Audio(np.zeros(16000, np.float32), 16000)
-    runner = ProcessPoolRunner(registry, workers=1)
+    runner = ProcessPoolRunner(Registry(entries=(slow,)))
 
     async def scenario() -> tuple[dict, dict]:
         first = asyncio.create_task(runner.run(slow, audio))
