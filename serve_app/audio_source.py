@@ -2,7 +2,8 @@
 
 The URL fetch streams into memory with the upload size cap, connect/total timeouts, a few redirects,
 http(s) only, and refuses loopback/private/link-local/multicast/reserved targets (checked on every
-hop's resolved addresses) unless MIRSTREAM_ALLOW_PRIVATE_URLS=1.
+hop's resolved addresses, every record) unless MIRSTREAM_ALLOW_PRIVATE_URLS=1, and connects to
+the address it checked, so DNS rebinding between check and connect is not possible.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -31,6 +32,9 @@ async def audio_bytes(job: AnalysisJob, settings: Settings) -> bytes:
         raise AudioError(f"the download took longer than {settings.url_total_timeout_s:.0f} s") from None
 
 
+_NOT_AUDIO = ("text/", "application/json", "application/xml", "application/xhtml", "image/", "video/x-flv")
+
+
 def _check_url(url: str) -> tuple[str, int]:
     """Accept absolute http(s) URLs only; return host and port."""
     parts = urlsplit(url)
@@ -45,34 +49,57 @@ def _check_url(url: str) -> tuple[str, int]:
     return parts.hostname, port
 
 
-async def _check_host(host: str, port: int, settings: Settings) -> None:
-    """Resolve the host and refuse it if any address is not a public unicast one."""
-    if settings.allow_private_urls:
-        return
+async def resolve(host: str, port: int) -> list[str]:
+    """DNS lookup (the edge of the world: tests replace this to play rebinding attacks)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [info[4][0] for info in infos]
+
+
+async def _pinned_address(host: str, port: int, settings: Settings) -> str:
+    """Resolve once, refuse if ANY answer is non-public, and return the address to connect to.
+
+    Connecting to the checked address (instead of letting the HTTP client resolve again) is what
+    stops DNS rebinding: a second lookup could return 127.0.0.1 after the first returned a public IP.
+    """
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        answers = await resolve(host, port)
     except socket.gaierror as exc:
         raise AudioError(f"cannot resolve host {host!r} ({exc.strerror})") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
+    if not answers:
+        raise AudioError(f"cannot resolve host {host!r}")
+    for raw in answers:
+        address = ipaddress.ip_address(raw.split("%")[0])
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped
-        if not address.is_global or address.is_multicast:
+        if not settings.allow_private_urls and (not address.is_global or address.is_multicast):
             raise AudioError(
                 f"refused to fetch from {host!r}: it resolves to the non-public address {address} "
                 "(set MIRSTREAM_ALLOW_PRIVATE_URLS=1 to allow private targets)"
             )
+    return answers[0].split("%")[0]
+
+
+def _pinned_request(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The URL rewritten to the checked IP, with the original Host header and TLS name (SNI + cert check)."""
+    parts = urlsplit(url)
+    literal = f"[{address}]" if ":" in address else address
+    netloc = f"{literal}:{parts.port}" if parts.port else literal
+    host_header = parts.netloc.rpartition("@")[2]
+    extensions = {"sni_hostname": parts.hostname or ""} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), {"Host": host_header}, extensions
 
 
 async def _download(url: str, settings: Settings) -> bytes:
-    """Follow at most ``url_max_redirects`` redirects by hand so every hop is checked, then read capped."""
+    """Follow at most ``url_max_redirects`` redirects by hand so every hop is resolved, checked and pinned."""
     timeout = httpx.Timeout(settings.url_total_timeout_s, connect=settings.url_connect_timeout_s)
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _ in range(settings.url_max_redirects + 1):
             host, port = _check_url(url)
-            await _check_host(host, port, settings)
+            address = await _pinned_address(host, port, settings)
+            target, headers, extensions = _pinned_request(url, address)
+            headers["Accept"] = "audio/*, application/octet-stream;q=0.9, */*;q=0.5"
             try:
-                async with client.stream("GET", url, headers={"Accept": "audio/*, */*"}) as response:
+                async with client.stream("GET", target, headers=headers, extensions=extensions) as response:
                     if response.is_redirect:
                         location = response.headers.get("location")
                         if not location:
@@ -81,6 +108,9 @@ async def _download(url: str, settings: Settings) -> bytes:
                         continue
                     if response.status_code != 200:
                         raise AudioError(f"the URL answered HTTP {response.status_code} {response.reason_phrase}")
+                    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                    if kind.startswith(_NOT_AUDIO):
+                        raise AudioError(f"the URL returned {kind}, not an audio file")
                     return await _read_capped(response, settings.max_upload_bytes)
             except httpx.TimeoutException:
                 raise AudioError("timed out connecting to or reading from the URL") from None

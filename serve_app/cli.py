@@ -62,14 +62,20 @@ def serve_command(settings: Settings, local: bool) -> None:
         from serve_app.local_app import create_local_app
 
         app, _runner = create_local_app(registry, settings)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        )
         return
     from serve_app import launcher
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     launcher.start_ray(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own SIGTERM handler
+        signal.signal(sig, lambda *_: stop.set())
     try:
         launcher.deploy(registry, settings)
         print(

@@ -105,8 +105,14 @@ def _unhealthy(app: object) -> str:
 
 
 def shutdown() -> None:
-    """Stop Serve and Ray."""
+    """Drain, then stop: deleting the app lets every replica finish its in-flight requests (up to its
+    graceful_shutdown_timeout_s, MIRSTREAM_SHUTDOWN_GRACE_SECONDS) while no new ones are routed to it."""
     try:
-        serve.shutdown()
+        if serve.status().applications.get(APP_NAME) is not None:
+            log.info("draining: waiting for in-flight streams to finish")
+            serve.delete(APP_NAME, _blocking=True)
     finally:
-        ray.shutdown()
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()

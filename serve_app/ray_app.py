@@ -134,6 +134,7 @@ def build_app(registry: Registry, settings: Settings, app_name: str) -> serve.Ap
             ray_actor_options=_actor_options(entry.resources),
             autoscaling_config=_autoscaling(entry.autoscaling),
             max_ongoing_requests=entry.max_ongoing_requests,
+            graceful_shutdown_timeout_s=settings.shutdown_grace_s,
         ).bind(entry)
         for entry in registry.entries
     }
@@ -142,5 +143,5 @@ def build_app(registry: Registry, settings: Settings, app_name: str) -> serve.Ap
         ray_actor_options=_actor_options(registry.ingress),
         autoscaling_config=_autoscaling(registry.ingress_autoscaling),
         max_ongoing_requests=1000,
-        graceful_shutdown_timeout_s=120,
+        graceful_shutdown_timeout_s=settings.shutdown_grace_s,
     ).bind(models, registry, settings, app_name)

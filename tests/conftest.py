@@ -6,6 +6,7 @@ the two modes are held to the same behaviour.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -38,6 +39,8 @@ from tests.audio_factory import FORMATS, c_major_cadence, click_track, encode, s
 
 MAX_UPLOAD = 8 * 2**20
 MAX_SECONDS = 60.0
+MAX_MODELS = 5
+MAX_STREAMS = 3
 
 
 def free_port() -> int:
@@ -59,6 +62,9 @@ def make_settings(port: int) -> Settings:
         startup_timeout_s=240,
         ray_num_cpus=2,
         object_store_mb=256,
+        url_total_timeout_s=3.0,
+        max_models_per_request=MAX_MODELS,
+        max_concurrent_streams=MAX_STREAMS,
     )
 
 
@@ -108,23 +114,31 @@ def wait_healthy(base: str, timeout: float = 240.0) -> None:
     raise RuntimeError(f"server at {base} not healthy after {timeout} s: {last}")
 
 
-@pytest.fixture(scope="session")
-def local_server(registry: Registry) -> Iterator[str]:
-    """The in-process mode (process pool, no Ray) served by uvicorn on loopback."""
+@contextlib.contextmanager
+def running_local_server(registry: Registry, settings: Settings) -> Iterator[str]:
+    """The in-process mode (process pools, no Ray) served by uvicorn on loopback, until the block ends."""
     import uvicorn
 
     from serve_app.local_app import create_local_app
 
-    settings = make_settings(free_port())
     app, _runner = create_local_app(registry, settings)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://{settings.host}:{settings.port}"
-    wait_healthy(base)
-    yield base
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        wait_healthy(base)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def local_server(registry: Registry) -> Iterator[str]:
+    """The in-process server for the whole session."""
+    with running_local_server(registry, make_settings(free_port())) as base:
+        yield base
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
+from serve_app import audio_source
 from serve_app.audio_source import audio_bytes
 from serve_app.config import Settings
 from serve_app.decode import AudioError
@@ -21,7 +23,7 @@ from tests.sse import post
 
 @pytest.fixture(scope="module")
 def cdn(audio: dict[str, bytes]) -> Iterator[str]:
-    """A tiny loopback 'CDN': /click.mp3, /hop/N redirect chains, /loop, /huge, /missing (404)."""
+    """A tiny loopback 'CDN': /click.mp3, /hop/N redirects, /loop, /huge, /drip, /page.html, /missing (404)."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -41,16 +43,37 @@ def cdn(audio: dict[str, bytes]) -> Iterator[str]:
                 self.end_headers()
             elif self.path == "/huge":
                 self._send(200, b"\0" * (MAX_UPLOAD + 10))
+            elif self.path == "/drip":  # one byte every 0.2 s, never finishing within the 3 s total timeout
+                self.send_response(200)
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                for _ in range(100):
+                    self.wfile.write(b"\0")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            elif self.path == "/page.html":
+                self._send(200, b"<html>not audio</html>", "text/html; charset=utf-8")
+            elif self.path == "/host":
+                self._send(200, audio["click.mp3"], headers={"X-Seen-Host": self.headers.get("Host", "")})
             else:
                 self._send(404, b"not here")
 
-        def _send(self, status: int, body: bytes) -> None:
+        def _send(
+            self, status: int, body: bytes, kind: str = "audio/mpeg", headers: dict[str, str] | None = None
+        ) -> None:
             self.send_response(status)
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class QuietServer(ThreadingHTTPServer):
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass  # clients hanging up on /huge and /drip is the point of those routes
+
+    httpd = QuietServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -70,6 +93,8 @@ def test_audio_url_is_fetched_and_analysed(server: str, cdn: str) -> None:
         ("/missing", "HTTP 404"),
         ("/loop", "more than 5 redirects"),
         ("/huge", "limit is 8.0 MB"),
+        ("/drip", "longer than 3 s"),
+        ("/page.html", "returned text/html, not an audio file"),
     ],
 )
 def test_audio_url_failures_are_the_decode_error_event(server: str, cdn: str, path: str, needle: str) -> None:
@@ -118,3 +143,30 @@ def test_bad_urls(url: str, needle: str) -> None:
     """Only absolute http(s) URLs."""
     with pytest.raises(AudioError, match=needle):
         _fetch(url)
+
+
+def test_every_dns_answer_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name with a public and a loopback record is refused before any connection is made."""
+
+    async def two_records(host: str, port: int) -> list[str]:
+        return ["93.184.216.34", "127.0.0.1"]
+
+    monkeypatch.setattr(audio_source, "resolve", two_records)
+    with pytest.raises(AudioError, match="non-public address 127.0.0.1"):
+        _fetch("http://cdn.example.org/a.mp3")
+
+
+def test_connection_goes_to_the_checked_address(monkeypatch: pytest.MonkeyPatch, cdn: str) -> None:
+    """One lookup per hop, and the socket goes to that answer: a name the system cannot resolve still
+    reaches the loopback CDN, with its own Host header, so no second (rebindable) lookup happens."""
+    port = int(cdn.rsplit(":", 1)[1])
+    lookups: list[str] = []
+
+    async def fake_dns(host: str, p: int) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(audio_source, "resolve", fake_dns)
+    data = _fetch(f"http://audio.invalid:{port}/hop/1", allow_private_urls=True)
+    assert len(data) > 1000
+    assert lookups == ["audio.invalid"] * 3  # one per hop: /hop/1 -> /hop/0 -> /click.mp3
