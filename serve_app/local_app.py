@@ -98,12 +98,16 @@ class ProcessPoolRunner:
         self._manager: SyncManager | None = None
         self._manager_lock = threading.Lock()
 
-    def _flag(self) -> Any:
-        """A cancellation Event that a worker process can poll (served by one shared manager process)."""
+    def _manager_process(self) -> SyncManager:
+        """The one manager process that serves cancellation Events to the workers (started on first need)."""
         with self._manager_lock:
             if self._manager is None:
                 self._manager = _SPAWN.Manager()
-            return self._manager.Event()
+            return self._manager
+
+    def _flag(self) -> Any:
+        """A cancellation Event that a worker process can poll."""
+        return self._manager_process().Event()
 
     def share(self, audio: Audio) -> Audio:
         """Nothing to share across processes up front: the array is pickled to the worker per call."""
@@ -140,6 +144,7 @@ class ProcessPoolRunner:
             except Exception as exc:  # a model that cannot load is reported, not fatal to the others
                 self._states[entry.key] = f"UNHEALTHY: {plain_message(exc)}"
 
+        await asyncio.to_thread(self._manager_process)
         await asyncio.gather(*(load(e) for e in self._registry.entries))
 
     async def health(self) -> tuple[bool, dict[str, str]]:
