@@ -106,18 +106,19 @@ def run_load(base: str, body: bytes, models: str, clients: int, seconds: float) 
     return report
 
 
-def rss_mb(match: str) -> float:
-    """Total resident memory (MB) of this machine's processes whose command line contains ``match``."""
-    total = 0
+def process_rss_mb(match: str) -> dict[int, float]:
+    """Resident memory (MB) of each process on this machine whose command line contains ``match``."""
+    found: dict[int, float] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             if match in cmd:
                 status = Path(f"/proc/{pid}/status").read_text()
-                total += int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS")))
+                kb = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS")))
+                found[int(pid)] = kb / 1024
         except (OSError, StopIteration):
             continue
-    return total / 1024
+    return found
 
 
 def main() -> None:
@@ -142,9 +143,9 @@ def main() -> None:
     base = f"http://127.0.0.1:{settings.port}"
     music = c_major_cadence(seconds_per_chord=2.5, repeats=3)
     body = encode(0.8 * music + 0.5 * click_track(120.0, len(music) / 44100)[: len(music)], 44100, "mp3")
-    rss_before = rss_mb("ServeReplica:mirstream")
+    rss_before = process_rss_mb("ServeReplica:mirstream")
     report = run_load(base, body, args.models, args.clients, args.seconds)
-    rss_after = rss_mb("ServeReplica:mirstream")
+    rss_after = process_rss_mb("ServeReplica:mirstream")
     launcher.shutdown()
     lines = [
         "# Load test (benchmarks/load_test.py)",
@@ -160,7 +161,9 @@ def main() -> None:
         f"- complete streams/s: {report.completed_per_second:.2f}",
         f"- latency of complete streams: p50 {report.percentile(0.5):.2f} s, p95 {report.percentile(0.95):.2f} s, "
         f"mean {statistics.fmean(report.latencies) if report.latencies else float('nan'):.2f} s",
-        f"- replica RSS: {rss_before:.0f} MB before, {rss_after:.0f} MB after",
+        f"- replica processes: {len(rss_before)} before, {len(rss_after)} after (autoscaling); "
+        f"total RSS {sum(rss_before.values()):.0f} MB before, {sum(rss_after.values()):.0f} MB after; "
+        f"largest replica {max(rss_before.values()):.0f} MB before, {max(rss_after.values()):.0f} MB after",
         f"- problems: {report.problems[:5] or 'none'}",
     ]
     RESULTS.write_text("\n".join(lines) + "\n")

@@ -198,7 +198,10 @@ def main(argv: list[str] | None = None) -> None:
         level=os.environ.get("MIRSTREAM_LOG_LEVEL", quiet).upper(),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    settings = _settings(args)
+    try:
+        settings = _settings(args)
+    except ValueError as exc:  # a malformed MIRSTREAM_* variable
+        sys.exit(f"mirstream: {exc}")
     if args.command == "serve":
         serve_command(settings, args.local)
     elif args.command == "analyze":

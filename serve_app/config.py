@@ -25,6 +25,13 @@ def _env_float(name: str, default: float) -> float:
     return value
 
 
+def _whole(raw: str, name: str) -> int:
+    """A positive whole number (Ray offers whole CPUs; deployments take fractions of them)."""
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}={raw!r} must be a whole number >= 1")
+    return int(raw)
+
+
 def _env_bool(name: str) -> bool:
     """True for 1/true/yes/on (any case); everything else is False."""
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
@@ -45,7 +52,7 @@ class Settings:
     url_total_timeout_s: float = 60.0
     url_max_redirects: int = 5
     startup_timeout_s: float = 180.0
-    ray_num_cpus: float | None = None
+    ray_num_cpus: int | None = None
     object_store_mb: int = 1024
     max_models_per_request: int = 32
     max_concurrent_streams: int = 64
@@ -76,7 +83,7 @@ def settings_from_env() -> Settings:
         url_total_timeout_s=_env_float("MIRSTREAM_URL_TIMEOUT_SECONDS", base.url_total_timeout_s),
         url_max_redirects=int(os.environ.get("MIRSTREAM_URL_MAX_REDIRECTS", base.url_max_redirects)),
         startup_timeout_s=_env_float("MIRSTREAM_STARTUP_TIMEOUT_SECONDS", base.startup_timeout_s),
-        ray_num_cpus=float(cpus) if cpus else None,
+        ray_num_cpus=_whole(cpus, "MIRSTREAM_RAY_NUM_CPUS") if cpus else None,
         object_store_mb=int(_env_float("MIRSTREAM_OBJECT_STORE_MB", base.object_store_mb)),
         max_models_per_request=int(_env_float("MIRSTREAM_MAX_MODELS_PER_REQUEST", base.max_models_per_request)),
         max_concurrent_streams=int(_env_float("MIRSTREAM_MAX_CONCURRENT_STREAMS", base.max_concurrent_streams)),

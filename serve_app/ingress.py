@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -24,16 +25,35 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class _SlotStreamingResponse(StreamingResponse):
-    """A streaming response that returns its admission slot however the response ends (done, error, disconnect)."""
+    """An SSE response that notices a client disconnect at once and always returns its admission slot.
 
-    def __init__(self, content: AsyncIterator[str], release: Callable[[], None]) -> None:
+    Starlette only watches for ``http.disconnect`` on old ASGI servers; on newer ones a vanished client
+    is noticed at the next write (up to one keep-alive interval later) and the event generator is left
+    for the garbage collector. Here the disconnect cancels the stream immediately and the generator is
+    closed, which cancels the model calls still running for it.
+    """
+
+    def __init__(self, content: AsyncGenerator[str, None], release: Callable[[], None]) -> None:
         super().__init__(content, media_type="text/event-stream", headers=SSE_HEADERS)
+        self._events = content
         self._release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            async with anyio.create_task_group() as group:
+
+                async def stream() -> None:
+                    try:
+                        await self.stream_response(send)
+                    except OSError:
+                        pass  # the client went away mid-write
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                group.cancel_scope.cancel()
         finally:
+            await self._events.aclose()
             self._release()
 
 

@@ -36,6 +36,7 @@ def test_single_replica_larger_than_cluster() -> None:
 def test_sum_of_min_replicas_over_capacity() -> None:
     """Too many replicas in total: the message lists what each deployment asks for."""
     data = copy.deepcopy(registry_data())
-    data["models"][2]["autoscaling"] = {"min_replicas": 3, "max_replicas": 3}
-    with pytest.raises(StartupError, match=r"loudness-ebur128-v1 0.5x3"):
+    data["models"][2]["resources"]["num_cpus"] = 0.5
+    data["models"][2]["autoscaling"] = {"min_replicas": 4, "max_replicas": 4}
+    with pytest.raises(StartupError, match=r"loudness-ebur128-v1 0.5x4"):
         preflight(parse_registry(data), {"CPU": 2.0})
