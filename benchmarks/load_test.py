@@ -138,7 +138,7 @@ def main() -> None:
     args = p.parse_args()
     settings = replace(settings_from_env(), port=8765, max_concurrent_streams=args.max_streams)
     registry = load_registry(settings.registry_path)
-    launcher.start_ray(settings)
+    settings = launcher.start_ray(settings)
     launcher.deploy(registry, settings)
     base = f"http://127.0.0.1:{settings.port}"
     music = c_major_cadence(seconds_per_chord=2.5, repeats=3)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+import time
 
 from models.base import AnalyzerError, Audio, CancelFlag, cancellable
 from serve_app.registry import ModelEntry
+from serve_app.runner import ModelOutput
 
 
 class AnalyzerHost:
@@ -17,7 +18,7 @@ class AnalyzerHost:
         self.analyzer = entry.load_class()(**entry.params)
         self._lock = threading.Lock()
 
-    def run(self, audio: Audio, cancel: CancelFlag | None = None) -> dict[str, Any]:
+    def run(self, audio: Audio, cancel: CancelFlag | None = None) -> ModelOutput:
         """Analyse one track after checking it is the representation this entry declared.
 
         ``cancel`` is polled by the analyzer's ``check_cancelled()`` (also before starting, since a
@@ -30,7 +31,9 @@ class AnalyzerHost:
             raise AnalyzerError(f"{self.entry.key} expects mono audio")
         with self._lock, cancellable(cancel):
             self.analyzer.check_cancelled()
+            started = time.perf_counter()
             results = self.analyzer.analyze(audio)
+            compute_s = time.perf_counter() - started
         if not isinstance(results, dict):
             raise AnalyzerError(f"{self.entry.key} returned {type(results).__name__}, not a results object")
-        return results
+        return ModelOutput(results=results, compute_s=compute_s)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from serve_app.config import Settings, settings_from_env
+from serve_app.logs import configure_logging
 from serve_app.registry import Registry, RegistryError, load_registry
 
 
@@ -72,7 +72,10 @@ def serve_command(settings: Settings, local: bool) -> None:
         return
     from serve_app import launcher
 
-    launcher.start_ray(settings)
+    try:
+        settings = launcher.start_ray(settings)
+    except launcher.StartupError as exc:
+        sys.exit(f"mirstream: cannot start: {exc}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own SIGTERM handler
         signal.signal(sig, lambda *_: stop.set())
@@ -116,6 +119,7 @@ def _server_events(url: str, source: str, models: str) -> Iterator[str]:
 async def _local_events(source: str, models: str, settings: Settings) -> AsyncIterator[str]:
     """Run the shared stream in-process (process pool, no server) and yield each event's JSON text."""
     from serve_app.local_app import ProcessPoolRunner
+    from serve_app.metrics import PrometheusMetrics
     from serve_app.request import AnalysisJob, RequestError, parse_models
     from serve_app.stream import analysis_events
 
@@ -130,7 +134,7 @@ async def _local_events(source: str, models: str, settings: Settings) -> AsyncIt
     sub = Registry(entries=entries, ingress=registry.ingress)
     runner = ProcessPoolRunner(sub)
     try:
-        async for frame in analysis_events(job, runner, settings):
+        async for frame in analysis_events(job, runner, settings, PrometheusMetrics()):
             if frame.startswith("data: "):
                 yield frame[len("data: ") :].strip()
     finally:
@@ -193,15 +197,14 @@ def models_command(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mirstream`` console script."""
     args = _parser().parse_args(argv)
-    quiet = "WARNING" if args.command != "serve" else "INFO"  # analyze/models print results, not logs
-    logging.basicConfig(
-        level=os.environ.get("MIRSTREAM_LOG_LEVEL", quiet).upper(),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
     try:
         settings = _settings(args)
     except ValueError as exc:  # a malformed MIRSTREAM_* variable
         sys.exit(f"mirstream: {exc}")
+    if args.command == "serve":
+        configure_logging(settings.log_level, settings.log_format)
+    else:  # analyze/models print results; logs only when asked for
+        configure_logging(os.environ.get("MIRSTREAM_LOG_LEVEL", "WARNING"), "text")
     if args.command == "serve":
         serve_command(settings, args.local)
     elif args.command == "analyze":

@@ -61,6 +61,9 @@ class Settings:
     rate_limit_per_second: float | None = None
     rate_limit_burst: int = 10
     shutdown_grace_s: float = 60.0
+    log_level: str = "INFO"
+    log_format: str = "json"
+    metrics_port: int | None = None  # Ray's metrics export port; None = Ray picks a free one
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (CLI flags win over the environment)."""
@@ -93,7 +96,21 @@ def settings_from_env() -> Settings:
         else None,
         rate_limit_burst=int(_env_float("MIRSTREAM_RATE_LIMIT_BURST", base.rate_limit_burst)),
         shutdown_grace_s=_env_float("MIRSTREAM_SHUTDOWN_GRACE_SECONDS", base.shutdown_grace_s),
+        log_level=_choice("MIRSTREAM_LOG_LEVEL", base.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),
+        log_format=_choice("MIRSTREAM_LOG_FORMAT", base.log_format, ("json", "text")),
+        metrics_port=_whole(os.environ["MIRSTREAM_METRICS_PORT"], "MIRSTREAM_METRICS_PORT")
+        if os.environ.get("MIRSTREAM_METRICS_PORT")
+        else None,
     )
+
+
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    """One of ``allowed`` (case-insensitive) from the environment, or a clear error."""
+    raw = os.environ.get(name, default).strip()
+    for option in allowed:
+        if raw.lower() == option.lower():
+            return option
+    raise ValueError(f"{name}={raw!r} must be one of {', '.join(allowed)}")
 
 
 def hash_key(key: str) -> str:

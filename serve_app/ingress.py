@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from serve_app.admission import Admission
 from serve_app.config import Settings
+from serve_app.metrics import Metrics
 from serve_app.registry import Registry
 from serve_app.request import RequestError, parse_request
 from serve_app.runner import ModelRunner
@@ -66,11 +67,24 @@ def create_app(
     registry: Registry,
     runner: ModelRunner,
     settings: Settings,
+    metrics: Metrics,
+    exposition: Callable[[], bytes] | None = None,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]] | None = None,
 ) -> Starlette:
-    """Build the ASGI app around a model runner (Ray handles or a process pool)."""
+    """Build the ASGI app around a model runner (Ray handles or a process pool).
 
+    ``exposition`` renders Prometheus metrics for ``GET /metrics`` (in-process mode); in Ray mode it is
+    None because Ray's metrics agent serves them on the metrics export port.
+    """
     admission = Admission(settings)
+
+    def release() -> None:
+        admission.release_stream()
+        metrics.set("mirstream_streams_in_flight", admission.in_flight)
+
+    def refuse(exc: RequestError) -> JSONResponse:
+        metrics.inc("mirstream_rejected_requests_total", status=str(exc.status))
+        return _error(exc)
 
     async def analysis_stream(request: Request) -> Response:
         """POST /v1/analysis/stream: admit (401/429/503), validate (400/404/413), then stream the events."""
@@ -78,29 +92,44 @@ def create_app(
             admission.check_rate(admission.identify(request))
             admission.acquire_stream()
         except RequestError as exc:
-            return _error(exc)
+            return refuse(exc)
+        metrics.set("mirstream_streams_in_flight", admission.in_flight)
         try:
             job = await parse_request(request, registry, settings)
         except BaseException as exc:
-            admission.release_stream()
+            release()
             if isinstance(exc, RequestError):
-                return _error(exc)
+                return refuse(exc)
             raise
-        return _SlotStreamingResponse(analysis_events(job, runner, settings), admission.release_stream)
+        return _SlotStreamingResponse(analysis_events(job, runner, settings, metrics), release)
 
     async def list_models(request: Request) -> Response:
         """GET /v1/models: the registry as served, with schemas and licences."""
         try:
             admission.identify(request)
         except RequestError as exc:
-            return _error(exc)
+            return refuse(exc)
         return JSONResponse({"models": [entry.describe() for entry in registry.entries]})
 
     async def healthz(request: Request) -> Response:
-        """GET /healthz: 200 only when every deployment of the served catalogue is ready."""
+        """GET /healthz (= /readyz): 200 only when every deployment of the served catalogue is ready."""
         ready, states = await runner.health()
         body = {"status": "ok" if ready else "unavailable", "deployments": states}
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def livez(request: Request) -> Response:
+        """GET /livez: the ingress process answers (restart it if not); says nothing about the models."""
+        return JSONResponse({"status": "alive"})
+
+    async def prometheus(request: Request) -> Response:
+        """GET /metrics in the in-process mode; in Ray mode, where to scrape instead."""
+        if exposition is None:
+            detail = (
+                f"in Ray mode Prometheus metrics (mirstream's, prefixed ray_, and Ray Serve's) are served by "
+                f"Ray's metrics agent on port {settings.metrics_port} of each node (MIRSTREAM_METRICS_PORT)"
+            )
+            return JSONResponse({"detail": detail}, status_code=404)
+        return Response(exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def http_error(request: Request, exc: Exception) -> Response:
         """Every HTTP error has a JSON ``detail`` body, as the contract says."""
@@ -111,5 +140,8 @@ def create_app(
         Route("/v1/analysis/stream", analysis_stream, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", healthz, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
+        Route("/metrics", prometheus, methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
+from dataclasses import replace
 
 import ray
 from ray import serve
@@ -22,14 +24,37 @@ class StartupError(RuntimeError):
     """The app cannot start as configured; the message names the deployment and the fix."""
 
 
-def start_ray(settings: Settings) -> None:
-    """A fresh local Ray instance sized to this machine (no dashboard, no spilling), or RAY_ADDRESS's cluster."""
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, namespace=APP_NAME)
-        return
+def start_ray(settings: Settings) -> Settings:
+    """A fresh local Ray instance sized to this machine (no dashboard, no spilling), or RAY_ADDRESS's cluster.
+
+    Returns the settings with the metrics export port Ray actually uses (it picks one when none is set).
+    """
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, namespace=APP_NAME)
+        else:
+            _init_local(settings)
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    return replace(settings, metrics_port=port)
+
+
+def _port_free(port: int) -> bool:
+    """Whether nothing listens on ``port`` (Ray's start-up only times out, unhelpfully, when it is taken)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _init_local(settings: Settings) -> None:
+    """Start the embedded Ray instance."""
+    if settings.metrics_port is not None and not _port_free(settings.metrics_port):
+        raise StartupError(f"MIRSTREAM_METRICS_PORT {settings.metrics_port} is already in use; pick another port")
+    extra = {"_metrics_export_port": settings.metrics_port} if settings.metrics_port is not None else {}
     ray.init(
         address="local",  # never attach to some other Ray instance found on this machine
         num_cpus=settings.ray_num_cpus if settings.ray_num_cpus is not None else os.cpu_count(),
@@ -38,6 +63,7 @@ def start_ray(settings: Settings) -> None:
         namespace=APP_NAME,
         # uploaded audio lives in the object store only for the request; never spill it to disk
         _system_config={"automatic_object_spilling_enabled": False},
+        **extra,  # Prometheus scrapes Serve's and mirstream's metrics on this port
     )
 
 

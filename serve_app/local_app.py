@@ -24,8 +24,9 @@ from models.base import Audio, CancelFlag
 from serve_app.analyzer_host import AnalyzerHost
 from serve_app.config import Settings
 from serve_app.ingress import create_app
+from serve_app.metrics import PrometheusMetrics
 from serve_app.registry import ModelEntry, Registry
-from serve_app.runner import plain_message
+from serve_app.runner import ModelOutput, plain_message
 
 _SPAWN = multiprocessing.get_context("spawn")
 _hosts: dict[str, AnalyzerHost] = {}  # per worker process: each analyzer is built once, on first use
@@ -44,7 +45,7 @@ def _load_in_worker(entry: ModelEntry) -> str:
     return entry.key
 
 
-def _run_in_worker(entry: ModelEntry, audio: Audio, cancel: CancelFlag) -> dict[str, Any]:
+def _run_in_worker(entry: ModelEntry, audio: Audio, cancel: CancelFlag) -> ModelOutput:
     """Pool task: analyse one representation, polling ``cancel`` (a manager Event proxy)."""
     return _host(entry).run(audio, cancel)
 
@@ -113,7 +114,7 @@ class ProcessPoolRunner:
         """Nothing to share across processes up front: the array is pickled to the worker per call."""
         return audio
 
-    async def run(self, entry: ModelEntry, shared: Audio) -> dict[str, Any]:
+    async def run(self, entry: ModelEntry, shared: Audio) -> ModelOutput:
         """Run in the entry's pool; cancellation drops waiting work and flags running work to stop."""
         pool = self._pools[entry.key]
         async with pool.slots():
@@ -172,4 +173,6 @@ def create_local_app(registry: Registry, settings: Settings) -> tuple[Starlette,
             warm.cancel()
             runner.close()
 
-    return create_app(registry, runner, settings, lifespan=lifespan), runner
+    metrics = PrometheusMetrics()
+    app = create_app(registry, runner, settings, metrics, exposition=metrics.exposition, lifespan=lifespan)
+    return app, runner

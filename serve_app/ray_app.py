@@ -21,8 +21,10 @@ from models.base import Audio
 from serve_app.analyzer_host import AnalyzerHost
 from serve_app.config import Settings
 from serve_app.ingress import create_app
+from serve_app.logs import configure_logging
+from serve_app.metrics import RayMetrics
 from serve_app.registry import ModelEntry, Registry
-from serve_app.runner import plain_message
+from serve_app.runner import ModelOutput, plain_message
 
 INGRESS_NAME = "ingress"
 
@@ -31,10 +33,11 @@ INGRESS_NAME = "ingress"
 class ModelDeployment:
     """A replica of one registry entry: the analyzer is built once here, at replica start."""
 
-    def __init__(self, entry: ModelEntry) -> None:
+    def __init__(self, entry: ModelEntry, settings: Settings) -> None:
+        configure_logging(settings.log_level, settings.log_format)
         self._host = AnalyzerHost(entry)
 
-    async def analyze(self, shared: dict[str, Any]) -> dict[str, Any]:
+    async def analyze(self, shared: dict[str, Any]) -> ModelOutput:
         """Analyse in a worker thread; when Serve cancels this request, flag the run so the analyzer stops."""
         flag = threading.Event()
         try:
@@ -43,7 +46,7 @@ class ModelDeployment:
             flag.set()
             raise
 
-    def _run(self, shared: dict[str, Any], flag: threading.Event) -> dict[str, Any]:
+    def _run(self, shared: dict[str, Any], flag: threading.Event) -> ModelOutput:
         """Fetch the representation from the object store (zero-copy for numpy) and analyse it."""
         audio = shared["audio"]
         if isinstance(audio, ray.ObjectRef):
@@ -63,7 +66,7 @@ class RayRunner:
         """``ray.put`` the representation once; models get the ref wrapped in a dict, so Serve passes it as-is."""
         return {"audio": ray.put(audio)}
 
-    async def run(self, entry: ModelEntry, shared: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, entry: ModelEntry, shared: dict[str, Any]) -> ModelOutput:
         """Call the entry's deployment; cancelling the awaiting task cancels the Serve request."""
         response = self._handles[entry.key].analyze.remote(shared)
         try:
@@ -100,13 +103,14 @@ class IngressDeployment:
     def __init__(
         self, handles: dict[str, DeploymentHandle], registry: Registry, settings: Settings, app_name: str
     ) -> None:
+        configure_logging(settings.log_level, settings.log_format)
         self._runner = RayRunner(handles, registry, app_name)
         self._registry = registry
         self._settings = settings
 
     def __serve_build_asgi_app__(self) -> Starlette:
         """Serve calls this at replica start to get the ASGI app."""
-        return create_app(self._registry, self._runner, self._settings)
+        return create_app(self._registry, self._runner, self._settings, RayMetrics())
 
 
 def _actor_options(resources: Any) -> dict[str, Any]:
@@ -135,7 +139,7 @@ def build_app(registry: Registry, settings: Settings, app_name: str) -> serve.Ap
             autoscaling_config=_autoscaling(entry.autoscaling),
             max_ongoing_requests=entry.max_ongoing_requests,
             graceful_shutdown_timeout_s=settings.shutdown_grace_s,
-        ).bind(entry)
+        ).bind(entry, settings)
         for entry in registry.entries
     }
     return IngressDeployment.options(

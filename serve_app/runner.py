@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from models.base import Audio
 from serve_app.registry import ModelEntry
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """A model's results and the seconds it spent computing them (the rest of the wait is queue/transfer)."""
+
+    results: dict[str, Any]
+    compute_s: float
 
 
 class ModelRunner(Protocol):
@@ -15,7 +24,7 @@ class ModelRunner(Protocol):
     def share(self, audio: Audio) -> Any:
         """Make one representation available to every model that needs it (Ray: ``ray.put`` once)."""
 
-    async def run(self, entry: ModelEntry, shared: Any) -> dict[str, Any]:
+    async def run(self, entry: ModelEntry, shared: Any) -> ModelOutput:
         """Run one model; raise with a human-readable message on failure; honour cancellation."""
 
     def describe_error(self, exc: BaseException) -> str:

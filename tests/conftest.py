@@ -155,8 +155,7 @@ def ray_server(registry: Registry) -> Iterator[str]:
     """The real Ray Serve app on a local Ray instance (one per test session)."""
     from serve_app import launcher
 
-    settings = make_settings(free_port())
-    launcher.start_ray(settings)
+    settings = launcher.start_ray(make_settings(free_port()))
     try:
         launcher.deploy(registry, settings)
         base = f"http://{settings.host}:{settings.port}"

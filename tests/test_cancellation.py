@@ -49,7 +49,7 @@ def test_process_pool_cancel_drops_queued_work(registry: Registry) -> None:
         await asyncio.sleep(0.2)
         second.cancel()
         done_first = await first
-        return done_first, await runner.run(slow, audio)
+        return done_first.results, (await runner.run(slow, audio)).results
 
     try:
         first, third = asyncio.run(scenario())
