@@ -3,6 +3,9 @@
 Runs on the file's own channels at its own sample rate (the K-weighting filters depend on the rate).
 Mono follows BS.1770: the single channel has weight 1.0, so it is fed as left with a silent right
 channel rather than duplicated (duplicating would read 3.01 LU too loud).
+True peak (ITU-R BS.1770-4 Annex 2: 4x oversampling, max absolute value over channels) comes from
+libebur128 (pyebur128, default: 15x faster than Essentia at equal EBU Tech 3341 conformance, see
+benchmarks/accuracy/RESULTS.md) or Essentia's TruePeakDetector.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from models.essentia_runtime import essentia_standard
 MIN_SECONDS = 0.4  # one momentary (400 ms) block
 
 
+TRUE_PEAK_BACKENDS = ("libebur128", "essentia", "off")
 SILENCE_FLOOR = -300.0  # Essentia floors the power of digital silence at 1e-30, i.e. -300.691 LUFS
 
 
@@ -25,6 +29,11 @@ def _finite(value: float) -> float | None:
     """A loudness in LUFS, or null for digital silence (Essentia's -300.691 floor, or -inf)."""
     value = float(value)
     return round(value, 3) if math.isfinite(value) and value > SILENCE_FLOOR else None
+
+
+def _dbtp(linear: float) -> float | None:
+    """A linear true peak in dBTP (null for digital silence)."""
+    return round(20.0 * math.log10(linear), 3) if linear > 0 else None
 
 
 def _curve(values: np.ndarray) -> list[float | None]:
@@ -35,11 +44,34 @@ def _curve(values: np.ndarray) -> list[float | None]:
 class LoudnessEBUR128Analyzer(Analyzer):
     """Integrated loudness (LUFS), loudness range (LU), max momentary/short-term and their curves."""
 
-    def __init__(self, hop_seconds: float = 0.1, curves: bool = True) -> None:
+    def __init__(self, hop_seconds: float = 0.1, curves: bool = True, true_peak: str = "libebur128") -> None:
+        if true_peak not in TRUE_PEAK_BACKENDS:
+            raise ValueError(f"true_peak must be one of {TRUE_PEAK_BACKENDS}, got {true_peak!r}")
         self._es = essentia_standard()
         self.hop_seconds = hop_seconds
         self.curves = curves
+        self.true_peak = true_peak
         self._by_rate: dict[int, Any] = {}
+        self._peak_by_rate: dict[int, Any] = {}
+
+    def channel_true_peaks(self, x: np.ndarray, sample_rate: int) -> list[float]:
+        """Linear true peak of each row of ``x`` (channels, n), 4x oversampled per BS.1770-4."""
+        if self.true_peak == "libebur128":
+            import pyebur128
+
+            state = pyebur128.R128State(x.shape[0], sample_rate, pyebur128.MeasurementMode.MODE_TRUE_PEAK)
+            state.add_frames(np.ascontiguousarray(x.T, dtype=np.float32).ravel(), x.shape[1])
+            return [float(pyebur128.get_true_peak(state, c)) for c in range(x.shape[0])]
+        if sample_rate not in self._peak_by_rate:
+            self._peak_by_rate[sample_rate] = self._es.TruePeakDetector(
+                sampleRate=float(sample_rate), oversamplingFactor=4, version=4
+            )
+        detector = self._peak_by_rate[sample_rate]
+        peaks = []
+        for channel in x:
+            detector.reset()
+            peaks.append(float(np.max(np.abs(detector(np.ascontiguousarray(channel, dtype=np.float32))[1]))))
+        return peaks
 
     def _algorithm(self, sample_rate: int) -> Any:
         """One configured LoudnessEBUR128 per sample rate seen (filters are rate-specific)."""
@@ -56,6 +88,7 @@ class LoudnessEBUR128Analyzer(Analyzer):
             raise AnalyzerError(f"loudness-ebur128 supports mono and stereo audio; this file has {x.shape[0]} channels")
         if audio.duration < MIN_SECONDS:
             raise AnalyzerError(f"audio is {audio.duration:.2f} s long; loudness needs at least 0.4 s")
+        channels = x
         if x.shape[0] == 1:
             x = np.vstack([x, np.zeros_like(x)])
         stereo = np.ascontiguousarray(x.T, dtype=np.float32)
@@ -70,6 +103,10 @@ class LoudnessEBUR128Analyzer(Analyzer):
             "channels": audio.channel_count,
             "sample_rate": audio.sample_rate,
         }
+        if self.true_peak != "off":
+            peaks = self.channel_true_peaks(channels, audio.sample_rate)
+            result["true_peak"] = _dbtp(max(peaks))
+            result["true_peak_channels"] = [_dbtp(p) for p in peaks]
         if self.curves:
             result["hop_seconds"] = self.hop_seconds
             result["momentary"] = _curve(momentary)

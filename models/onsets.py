@@ -1,0 +1,36 @@
+"""Onset times and onset rate with Essentia OnsetRate.
+
+OnsetRate combines HFC and complex-domain onset detection functions (Brossier, Bello et al. 2005,
+"A tutorial on onset detection in music signals", IEEE TSAP) and peak-picks them with Essentia's Onsets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.base import Analyzer, AnalyzerError, Audio
+from models.essentia_runtime import essentia_standard
+
+MIN_SECONDS = 0.5
+
+
+class OnsetsAnalyzer(Analyzer):
+    """Onset times (s), their count and rate (onsets per second) for 44.1 kHz mono audio."""
+
+    def __init__(self) -> None:
+        es = essentia_standard()
+        self._onset_rate = es.OnsetRate()  # fixed at 44.1 kHz by Essentia
+
+    def analyze(self, audio: Audio) -> dict[str, Any]:
+        """Run OnsetRate on the whole track."""
+        if audio.duration < MIN_SECONDS:
+            raise AnalyzerError(f"audio is {audio.duration:.2f} s long; onsets need at least {MIN_SECONDS} s")
+        self._onset_rate.reset()
+        onsets, rate = self._onset_rate(np.ascontiguousarray(audio.samples, dtype=np.float32))
+        return {
+            "onsets": [round(float(t), 4) for t in onsets],
+            "onset_count": int(len(onsets)),
+            "onset_rate": float(rate),
+        }
