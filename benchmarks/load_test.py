@@ -106,16 +106,34 @@ def run_load(base: str, body: bytes, models: str, clients: int, seconds: float) 
     return report
 
 
-def process_rss_mb(match: str) -> dict[int, float]:
-    """Resident memory (MB) of each process on this machine whose command line contains ``match``."""
-    found: dict[int, float] = {}
+def _descendants(root: int) -> set[int]:
+    """Every process below ``root`` (the embedded Ray instance's raylet and workers are our descendants)."""
+    children: dict[int, list[int]] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(pid))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def process_rss_mb(match: str) -> dict[int, float]:
+    """Resident memory (MB) of each process started by this one whose command line contains ``match``."""
+    found: dict[int, float] = {}
+    for pid in _descendants(os.getpid()):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             if match in cmd:
                 status = Path(f"/proc/{pid}/status").read_text()
                 kb = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS")))
-                found[int(pid)] = kb / 1024
+                found[pid] = kb / 1024
         except (OSError, StopIteration):
             continue
     return found
