@@ -50,9 +50,7 @@ def test_model_timeout_is_an_error_event_and_the_stream_finishes(server: str, au
     assert "did not finish within its 1 s timeout" in models["slow"]["error"]
 
 
-def test_crashing_replica_is_an_error_and_is_restarted(
-    server: str, audio: dict[str, bytes], short_wav: bytes
-) -> None:
+def test_crashing_replica_is_an_error_and_is_restarted(server: str, audio: dict[str, bytes], short_wav: bytes) -> None:
     """A model that SIGKILLs its process: its error event, the other model's result, then a healthy retry."""
     stream = post(server, "crash,key", short_wav)
     models = stream.by_model()

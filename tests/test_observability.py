@@ -59,7 +59,9 @@ def test_log_records_match_the_events(
 
 
 def test_url_query_strings_are_not_logged(
-    local_server: str, cdn: str, caplog: pytest.LogCaptureFixture  # noqa: F811
+    local_server: str,
+    cdn: str,
+    caplog: pytest.LogCaptureFixture,  # noqa: F811
 ) -> None:
     """A token in the audio-url's query string never reaches the logs; host and path do."""
     caplog.set_level(logging.INFO, logger="mirstream")
