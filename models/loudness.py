@@ -2,7 +2,9 @@
 
 Runs on the file's own channels at its own sample rate (the K-weighting filters depend on the rate).
 Mono follows BS.1770: the single channel has weight 1.0, so it is fed as left with a silent right
-channel rather than duplicated (duplicating would read 3.01 LU too loud).
+channel rather than duplicated (duplicating would read 3.01 LU too loud). Essentia's algorithm takes
+two channels only, so 5.0 and 5.1 files (FFmpeg channel order: FL FR FC [LFE] BL BR) are measured
+with libebur128 instead: surrounds weighted 1.41, LFE excluded, as BS.1770-4 prescribes.
 True peak (ITU-R BS.1770-4 Annex 2: 4x oversampling, max absolute value over channels) comes from
 libebur128 (pyebur128, default: 15x faster than Essentia at equal EBU Tech 3341 conformance, see
 benchmarks/accuracy/RESULTS.md) or Essentia's TruePeakDetector.
@@ -34,6 +36,33 @@ def _finite(value: float) -> float | None:
 def _dbtp(linear: float) -> float | None:
     """A linear true peak in dBTP (null for digital silence)."""
     return round(20.0 * math.log10(linear), 3) if linear > 0 else None
+
+
+# FFmpeg's order for 5.0 and 5.1; libebur128 applies the BS.1770 weights per channel type
+_SURROUND_CHANNELS = {
+    5: ("LEFT", "RIGHT", "CENTER", "LEFT_SURROUND", "RIGHT_SURROUND"),
+    6: ("LEFT", "RIGHT", "CENTER", "UNUSED", "LEFT_SURROUND", "RIGHT_SURROUND"),
+}
+
+
+def _surround_loudness(x: np.ndarray, sample_rate: int, hop_seconds: float) -> tuple[list, list, float, float]:
+    """(momentary, short-term, integrated, range) of a 5.0/5.1 signal with libebur128, one value per hop."""
+    import pyebur128 as eb
+
+    modes = eb.MeasurementMode
+    state = eb.R128State(x.shape[0], sample_rate, modes.MODE_M | modes.MODE_S | modes.MODE_I | modes.MODE_LRA)
+    for index, name in enumerate(_SURROUND_CHANNELS[x.shape[0]]):
+        state.set_channel(index, getattr(eb.ChannelType, name))
+    frames = np.ascontiguousarray(x.T, dtype=np.float32)
+    hop = max(1, int(round(hop_seconds * sample_rate)))
+    momentary, short_term = [], []
+    for start in range(0, frames.shape[0], hop):
+        chunk = frames[start : start + hop]
+        state.add_frames(chunk.ravel(), chunk.shape[0])
+        momentary.append(eb.get_loudness_momentary(state))
+        short_term.append(eb.get_loudness_shortterm(state))
+    integrated = eb.get_loudness_global(state)
+    return momentary, short_term, integrated if math.isfinite(integrated) else -70.0, eb.get_loudness_range(state)
 
 
 def _curve(values: np.ndarray) -> list[float | None]:
@@ -82,19 +111,23 @@ class LoudnessEBUR128Analyzer(Analyzer):
         return self._by_rate[sample_rate]
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
-        """Measure the track; mono and stereo are supported, other layouts get a clear error."""
+        """Measure the track: mono/stereo with Essentia, 5.0/5.1 with libebur128, other layouts a clear error."""
         x = audio.samples if audio.samples.ndim == 2 else audio.samples[np.newaxis, :]
-        if x.shape[0] > 2:
-            raise AnalyzerError(f"loudness-ebur128 supports mono and stereo audio; this file has {x.shape[0]} channels")
+        if x.shape[0] > 2 and x.shape[0] not in _SURROUND_CHANNELS:
+            raise AnalyzerError(
+                f"loudness-ebur128 supports mono, stereo, 5.0 and 5.1 audio; this file has {x.shape[0]} channels"
+            )
         if audio.duration < MIN_SECONDS:
             raise AnalyzerError(f"audio is {audio.duration:.2f} s long; loudness needs at least 0.4 s")
         channels = x
-        if x.shape[0] == 1:
-            x = np.vstack([x, np.zeros_like(x)])
-        stereo = np.ascontiguousarray(x.T, dtype=np.float32)
-        algo = self._algorithm(audio.sample_rate)
-        algo.reset()
-        momentary, short_term, integrated, lra = algo(stereo)
+        if x.shape[0] > 2:
+            momentary, short_term, integrated, lra = _surround_loudness(x, audio.sample_rate, self.hop_seconds)
+        else:
+            if x.shape[0] == 1:
+                x = np.vstack([x, np.zeros_like(x)])
+            algo = self._algorithm(audio.sample_rate)
+            algo.reset()
+            momentary, short_term, integrated, lra = algo(np.ascontiguousarray(x.T, dtype=np.float32))
         result: dict[str, Any] = {
             "integrated_loudness": round(float(integrated), 3),
             "loudness_range": round(float(lra), 3),

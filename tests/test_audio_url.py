@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
 import pytest
@@ -17,67 +13,7 @@ from serve_app.audio_source import audio_bytes
 from serve_app.config import Settings
 from serve_app.decode import AudioError
 from serve_app.request import AnalysisJob
-from tests.conftest import MAX_UPLOAD
 from tests.sse import post
-
-
-@pytest.fixture(scope="module")
-def cdn(audio: dict[str, bytes]) -> Iterator[str]:
-    """A tiny loopback 'CDN': /click.mp3, /hop/N redirects, /loop, /huge, /drip, /page.html, /missing (404)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if self.path == "/click.mp3":
-                self._send(200, audio["click.mp3"])
-            elif self.path.startswith("/hop/"):
-                n = int(self.path.rsplit("/", 1)[1])
-                self.send_response(302)
-                self.send_header("Location", "/click.mp3" if n == 0 else f"/hop/{n - 1}")
-                self.end_headers()
-            elif self.path == "/loop":
-                self.send_response(301)
-                self.send_header("Location", "/loop")
-                self.end_headers()
-            elif self.path == "/huge":
-                self._send(200, b"\0" * (MAX_UPLOAD + 10))
-            elif self.path == "/drip":  # one byte every 0.2 s, never finishing within the 3 s total timeout
-                self.send_response(200)
-                self.send_header("Content-Length", "100000")
-                self.end_headers()
-                for _ in range(100):
-                    self.wfile.write(b"\0")
-                    self.wfile.flush()
-                    time.sleep(0.2)
-            elif self.path == "/page.html":
-                self._send(200, b"<html>not audio</html>", "text/html; charset=utf-8")
-            elif self.path == "/host":
-                self._send(200, audio["click.mp3"], headers={"X-Seen-Host": self.headers.get("Host", "")})
-            else:
-                self._send(404, b"not here")
-
-        def _send(
-            self, status: int, body: bytes, kind: str = "audio/mpeg", headers: dict[str, str] | None = None
-        ) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-    class QuietServer(ThreadingHTTPServer):
-        def handle_error(self, request: object, client_address: object) -> None:
-            pass  # clients hanging up on /huge and /drip is the point of those routes
-
-    httpd = QuietServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
 
 
 def test_audio_url_is_fetched_and_analysed(server: str, cdn: str) -> None:

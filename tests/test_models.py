@@ -66,9 +66,19 @@ def test_silence_is_null_not_minus_infinity() -> None:
 
 def test_surround_and_too_short_are_clear_errors() -> None:
     """Layouts and lengths an algorithm cannot handle raise AnalyzerError with the reason."""
-    with pytest.raises(AnalyzerError, match="6 channels"):
-        LoudnessEBUR128Analyzer().analyze(Audio(np.zeros((6, 48000), np.float32), 48000))
+    with pytest.raises(AnalyzerError, match="4 channels"):
+        LoudnessEBUR128Analyzer().analyze(Audio(np.zeros((4, 48000), np.float32), 48000))
     with pytest.raises(AnalyzerError, match="at least 1 s"):
         KeyAnalyzer().analyze(Audio(np.zeros(1000, np.float32), 44100))
     with pytest.raises(AnalyzerError, match="at least 2 s"):
         RhythmAnalyzer().analyze(Audio(np.zeros(44100, np.float32), 44100))
+
+
+def test_five_one_weights_surrounds_and_drops_lfe() -> None:
+    """EBU Tech 3341 case 6 as 5.1: L,R -28, C -24, Ls,Rs -30 dBFS reads -23.0; a loud LFE changes nothing."""
+    tone = sine(1000.0, 0.0, 20.0, 48000, 1)[0]
+    levels = {"L": -28, "R": -28, "C": -24, "LFE": -6, "Ls": -30, "Rs": -30}
+    x = np.stack([tone * 10 ** (db / 20) for db in levels.values()]).astype(np.float32)
+    result = LoudnessEBUR128Analyzer().analyze(Audio(x, 48000))
+    assert result["integrated_loudness"] == pytest.approx(-23.0, abs=0.1)
+    assert result["channels"] == 6 and len(result["true_peak_channels"]) == 6

@@ -16,7 +16,6 @@ import ray
 from serve_app.logs import JsonFormatter, loggable_url
 from serve_app.metrics import METRICS
 from tests.sse import post
-from tests.test_audio_url import cdn  # noqa: F401  (the loopback CDN fixture)
 
 
 def _records(caplog: pytest.LogCaptureFixture, event: str) -> list[dict]:
@@ -61,7 +60,7 @@ def test_log_records_match_the_events(
 def test_url_query_strings_are_not_logged(
     local_server: str,
     cdn: str,
-    caplog: pytest.LogCaptureFixture,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A token in the audio-url's query string never reaches the logs; host and path do."""
     caplog.set_level(logging.INFO, logger="mirstream")
