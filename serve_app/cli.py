@@ -82,7 +82,9 @@ def serve_command(settings: Settings, local: bool) -> None:
     try:
         launcher.deploy(registry, settings)
         print(
-            f"mirstream: serving {len(registry.entries)} models on http://{settings.host}:{settings.port}", flush=True
+            f"mirstream: serving {len(registry.entries)} models on http://{settings.host}:{settings.port} "
+            f"(Prometheus metrics on port {settings.metrics_port})",
+            flush=True,
         )
         stop.wait()
     except launcher.StartupError as exc:
