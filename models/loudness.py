@@ -137,6 +137,7 @@ class LoudnessEBUR128Analyzer(Analyzer):
             "sample_rate": audio.sample_rate,
         }
         if self.true_peak != "off":
+            self.check_cancelled()  # between the loudness and true-peak stages
             peaks = self.channel_true_peaks(channels, audio.sample_rate)
             result["true_peak"] = _dbtp(max(peaks))
             result["true_peak_channels"] = [_dbtp(p) for p in peaks]

@@ -49,7 +49,10 @@ class SpectralSummaryAnalyzer(Analyzer):
         """Frame-wise descriptors as arrays (one row per frame)."""
         self._flux.reset()
         rows: dict[str, list] = {name: [] for name in (*SCALARS, "mfcc")}
-        for frame in self._es.FrameGenerator(x, frameSize=self.frame_size, hopSize=self.hop_size, startFromZero=False):
+        frames = self._es.FrameGenerator(x, frameSize=self.frame_size, hopSize=self.hop_size, startFromZero=False)
+        for index, frame in enumerate(frames):
+            if index % 512 == 0:
+                self.check_cancelled()  # a frame loop is where a cancelled request can stop early
             spectrum = self._spectrum(self._window(frame))
             rows["spectral_centroid"].append(self._centroid(spectrum))
             rows["spectral_rolloff"].append(self._rolloff(spectrum))

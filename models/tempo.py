@@ -68,6 +68,7 @@ class OctaveTempoAnalyzer(Analyzer):
         base = float(self._percival(x))
         if not base > 0:
             raise AnalyzerError("no tempo found (no periodic onsets: silence?)")
+        self.check_cancelled()  # between the two stages
         onset_rate = float(self._onset_rate(x)[1])
         per_beat = onset_rate * 60.0 / base
         factor = 2.0 if per_beat > self.max_onsets_per_beat and 2 * base <= self.hi else 1.0

@@ -7,10 +7,14 @@ import threading
 
 import httpx
 import numpy as np
+import pytest
 
-from models.base import Audio
+from models.base import Audio, Cancelled, cancellable
+from models.loudness import LoudnessEBUR128Analyzer
+from models.spectral import SpectralSummaryAnalyzer
 from serve_app.local_app import ProcessPoolRunner
 from serve_app.registry import Registry
+from tests.audio_factory import click_track, sine
 from tests.sse import post
 
 
@@ -56,3 +60,14 @@ def test_process_pool_cancel_drops_queued_work(registry: Registry) -> None:
     finally:
         runner.close()
     assert third["runs"] == first["runs"] + 1
+
+
+def test_multi_stage_analyzers_stop_when_flagged() -> None:
+    """Real analyzers poll the flag between stages: a flagged run raises Cancelled instead of finishing."""
+    flag = threading.Event()
+    flag.set()
+    with cancellable(flag), pytest.raises(Cancelled):
+        SpectralSummaryAnalyzer().analyze(Audio(click_track(120.0, 5.0), 44100))
+    with cancellable(flag), pytest.raises(Cancelled):
+        LoudnessEBUR128Analyzer().analyze(Audio(sine(1000.0, -23.0, 3.0, 48000, 2), 48000))
+    assert SpectralSummaryAnalyzer().analyze(Audio(click_track(120.0, 5.0), 44100))["frames"] > 0  # unflagged: runs
