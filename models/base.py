@@ -48,6 +48,12 @@ class AnalyzerError(Exception):
     """An analyzer cannot handle this audio; the message is shown to the client as-is."""
 
 
+def require_duration(audio: Audio, minimum_s: float, what: str) -> None:
+    """Refuse a track shorter than ``minimum_s`` with a message that says what needs how much."""
+    if audio.duration < minimum_s:
+        raise AnalyzerError(f"audio is {audio.duration:.2f} s long; {what} needs at least {minimum_s:g} s")
+
+
 class Cancelled(Exception):
     """The request this run serves went away (client disconnect or model timeout): stop working."""
 

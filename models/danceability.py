@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, AnalyzerError, Audio
+from models.base import Analyzer, Audio, require_duration
 from models.essentia_runtime import essentia_standard
 
 MIN_SECONDS = 2.0
@@ -27,8 +27,7 @@ class DanceabilityAnalyzer(Analyzer):
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Run Danceability on the whole track."""
-        if audio.duration < MIN_SECONDS:
-            raise AnalyzerError(f"audio is {audio.duration:.2f} s long; danceability needs at least 2 s")
+        require_duration(audio, MIN_SECONDS, "danceability")
         self._danceability.reset()
         value, dfa = self._danceability(np.ascontiguousarray(audio.samples, dtype=np.float32))
         return {"danceability": float(value), "dfa": [float(v) for v in dfa]}

@@ -11,14 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, AnalyzerError, Audio
+from models.base import Analyzer, AnalyzerError, Audio, require_duration
 from models.essentia_runtime import essentia_standard
 
 
 def _mono(audio: Audio, minimum: float, what: str) -> np.ndarray:
     """Contiguous float32 samples, or AnalyzerError when the track is shorter than ``minimum`` seconds."""
-    if audio.duration < minimum:
-        raise AnalyzerError(f"audio is {audio.duration:.2f} s long; {what} needs at least {minimum} s")
+    require_duration(audio, minimum, what)
     return np.ascontiguousarray(audio.samples, dtype=np.float32)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, AnalyzerError, Audio
+from models.base import Analyzer, Audio, require_duration
 from models.essentia_runtime import essentia_standard
 
 MIN_SECONDS = 1.0
@@ -27,8 +27,7 @@ class KeyAnalyzer(Analyzer):
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Run KeyExtractor on the whole track."""
-        if audio.duration < MIN_SECONDS:
-            raise AnalyzerError(f"audio is {audio.duration:.2f} s long; key needs at least {MIN_SECONDS:.0f} s")
+        require_duration(audio, MIN_SECONDS, "key")
         self._extract.reset()
         key, scale, strength = self._extract(np.ascontiguousarray(audio.samples, dtype=np.float32))
         return {"key": key, "scale": scale, "strength": float(strength), "profile": self.profile}

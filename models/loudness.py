@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, AnalyzerError, Audio
+from models.base import Analyzer, AnalyzerError, Audio, require_duration
 from models.essentia_runtime import essentia_standard
 
 MIN_SECONDS = 0.4  # one momentary (400 ms) block
@@ -117,8 +117,7 @@ class LoudnessEBUR128Analyzer(Analyzer):
             raise AnalyzerError(
                 f"loudness-ebur128 supports mono, stereo, 5.0 and 5.1 audio; this file has {x.shape[0]} channels"
             )
-        if audio.duration < MIN_SECONDS:
-            raise AnalyzerError(f"audio is {audio.duration:.2f} s long; loudness needs at least 0.4 s")
+        require_duration(audio, MIN_SECONDS, "loudness")
         channels = x
         if x.shape[0] > 2:
             momentary, short_term, integrated, lra = _surround_loudness(x, audio.sample_rate, self.hop_seconds)

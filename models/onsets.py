@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, AnalyzerError, Audio
+from models.base import Analyzer, Audio, require_duration
 from models.essentia_runtime import essentia_standard
 
 MIN_SECONDS = 0.5
@@ -25,8 +25,7 @@ class OnsetsAnalyzer(Analyzer):
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Run OnsetRate on the whole track."""
-        if audio.duration < MIN_SECONDS:
-            raise AnalyzerError(f"audio is {audio.duration:.2f} s long; onsets need at least {MIN_SECONDS} s")
+        require_duration(audio, MIN_SECONDS, "onsets")
         self._onset_rate.reset()
         onsets, rate = self._onset_rate(np.ascontiguousarray(audio.samples, dtype=np.float32))
         return {

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, AnalyzerError, Audio
+from models.base import Analyzer, AnalyzerError, Audio, require_duration
 from models.essentia_runtime import essentia_standard
 
 MIN_SECONDS = 2.0
@@ -32,8 +32,7 @@ class RhythmAnalyzer(Analyzer):
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Run the rhythm extractor on the whole track."""
-        if audio.duration < MIN_SECONDS:
-            raise AnalyzerError(f"audio is {audio.duration:.2f} s long; tempo needs at least {MIN_SECONDS:.0f} s")
+        require_duration(audio, MIN_SECONDS, "tempo")
         x = np.ascontiguousarray(audio.samples, dtype=np.float32)
         if not np.any(x):
             raise AnalyzerError("no beats in digital silence")  # Essentia would answer 738 BPM

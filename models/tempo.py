@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, AnalyzerError, Audio
+from models.base import Analyzer, AnalyzerError, Audio, require_duration
 from models.essentia_runtime import essentia_standard
 
 MIN_SECONDS = 2.0
@@ -19,8 +19,7 @@ SAMPLE_RATE = 44100
 
 def _check_length(audio: Audio, what: str) -> np.ndarray:
     """Contiguous float32 samples, or AnalyzerError when shorter than MIN_SECONDS."""
-    if audio.duration < MIN_SECONDS:
-        raise AnalyzerError(f"audio is {audio.duration:.2f} s long; {what} needs at least {MIN_SECONDS:.0f} s")
+    require_duration(audio, MIN_SECONDS, what)
     return np.ascontiguousarray(audio.samples, dtype=np.float32)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, AnalyzerError, Audio
+from models.base import Analyzer, AnalyzerError, Audio, require_duration
 from models.essentia_runtime import essentia_standard
 
 SAMPLE_RATE = 44100
@@ -74,8 +74,7 @@ class ChordsAnalyzer(Analyzer):
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Detect chords frame by frame, merge them into segments and describe them against the key."""
-        if audio.duration < MIN_SECONDS:
-            raise AnalyzerError(f"audio is {audio.duration:.2f} s long; chords need at least {MIN_SECONDS:.0f} s")
+        require_duration(audio, MIN_SECONDS, "chords")
         x = np.ascontiguousarray(audio.samples, dtype=np.float32)
         # a fresh TonalExtractor per track (1.5 ms): reset() does not clear its chord progression
         extractor = self._es.TonalExtractor(frameSize=self.frame_size, hopSize=self.hop_size)
@@ -113,8 +112,7 @@ class TuningAnalyzer(Analyzer):
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Essentia's running estimate after the last frame is the track's tuning frequency."""
-        if audio.duration < MIN_SECONDS:
-            raise AnalyzerError(f"audio is {audio.duration:.2f} s long; tuning needs at least {MIN_SECONDS:.0f} s")
+        require_duration(audio, MIN_SECONDS, "tuning")
         self._extract.reset()
         per_frame = self._extract(np.ascontiguousarray(audio.samples, dtype=np.float32))
         if len(per_frame) == 0:
