@@ -5,9 +5,22 @@ from __future__ import annotations
 import threading
 import time
 
+from models import placement
 from models.base import AnalyzerError, Audio, CancelFlag, cancellable
 from serve_app.registry import ModelEntry
 from serve_app.runner import ModelOutput
+
+
+def _assigned_gpus() -> tuple[str, ...]:
+    """GPU ids Ray gave this replica (none outside Ray: the in-process mode is CPU only)."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return tuple(str(g) for g in ray.get_gpu_ids())
+    except ImportError:  # pragma: no cover - ray is a dependency
+        pass
+    return ()
 
 
 class AnalyzerHost:
@@ -15,6 +28,7 @@ class AnalyzerHost:
 
     def __init__(self, entry: ModelEntry) -> None:
         self.entry = entry
+        placement.configure(entry.resources.num_cpus, _assigned_gpus())
         self.analyzer = entry.load_class()(**entry.params)
         self._lock = threading.Lock()
 
