@@ -84,6 +84,23 @@ class Analyzer:
         """Compute this model's results for one track."""
         raise NotImplementedError
 
+    def analyze_batch(self, audios: list[Audio]) -> list[dict[str, Any] | Exception]:
+        """Results for several tracks at once (Serve's dynamic batching): one results dict or exception per track.
+
+        A failing track must not fail the others, so errors are returned in its place, not raised; only
+        Cancelled (every request in the batch went away) propagates. This default runs ``analyze`` in turn;
+        network models override it to push all tracks' frames through one forward pass.
+        """
+        outcomes: list[dict[str, Any] | Exception] = []
+        for audio in audios:
+            try:
+                outcomes.append(self.analyze(audio))
+            except Cancelled:
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed back as this track's outcome
+                outcomes.append(exc)
+        return outcomes
+
     def check_cancelled(self) -> None:
         """Raise Cancelled if the request went away; multi-stage analyzers call this between stages.
 

@@ -31,13 +31,20 @@ class Placement:
 
 
 _current = Placement()
+_configured = False
 
 
 def configure(cpus: float, gpu_ids: tuple[str, ...] = ()) -> Placement:
     """Record this process's placement (called by the host before it constructs the analyzer)."""
-    global _current
+    global _current, _configured
     _current = Placement(cpus=cpus, gpu_ids=tuple(str(g) for g in gpu_ids))
+    _configured = True
     return _current
+
+
+def is_configured() -> bool:
+    """True once a host recorded this process's placement (False in a plain script or a test process)."""
+    return _configured
 
 
 def current() -> Placement:

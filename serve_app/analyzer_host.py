@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from models import placement
-from models.base import AnalyzerError, Audio, CancelFlag, cancellable
+from models.base import AnalyzerError, Audio, CancelFlag, Cancelled, cancellable
 from serve_app.registry import ModelEntry
 from serve_app.runner import ModelOutput
 
@@ -38,16 +39,74 @@ class AnalyzerHost:
         ``cancel`` is polled by the analyzer's ``check_cancelled()`` (also before starting, since a
         queued run may have been cancelled while it waited for the lock).
         """
-        want = self.entry.input.sample_rate
-        if want is not None and audio.sample_rate != want:
-            raise AnalyzerError(f"{self.entry.key} expects {want} Hz audio, got {audio.sample_rate} Hz")
-        if self.entry.input.channels == "mono" and audio.samples.ndim != 1:
-            raise AnalyzerError(f"{self.entry.key} expects mono audio")
+        self._check_input(audio)
         with self._lock, cancellable(cancel):
             self.analyzer.check_cancelled()
             started = time.perf_counter()
             results = self.analyzer.analyze(audio)
             compute_s = time.perf_counter() - started
+        return ModelOutput(results=self._checked(results), compute_s=compute_s)
+
+    def run_batch(self, audios: list[Audio], cancels: list[CancelFlag]) -> list[ModelOutput | BaseException]:
+        """Analyse several requests' tracks in one ``analyze_batch`` call; each gets its own outcome.
+
+        A track with the wrong representation, an analyzer error or an already-cancelled request fails alone.
+        The batch stops early only when every request in it has gone away. ``compute_s`` is the batch's time.
+        """
+        outcomes: list[ModelOutput | BaseException | None] = [None] * len(audios)
+        todo: list[int] = []
+        for i, (audio, cancel) in enumerate(zip(audios, cancels, strict=True)):
+            try:
+                self._check_input(audio)
+            except AnalyzerError as exc:
+                outcomes[i] = exc
+                continue
+            if cancel.is_set():
+                outcomes[i] = Cancelled("the request was cancelled")
+            else:
+                todo.append(i)
+        if todo:
+            batch_cancel = AllSet([cancels[i] for i in todo])
+            try:
+                with self._lock, cancellable(batch_cancel):
+                    self.analyzer.check_cancelled()
+                    started = time.perf_counter()
+                    results = self.analyzer.analyze_batch([audios[i] for i in todo])
+                    compute_s = time.perf_counter() - started
+                if len(results) != len(todo):
+                    raise AnalyzerError(f"{self.entry.key} returned {len(results)} results for {len(todo)} tracks")
+            except Exception as exc:  # noqa: BLE001 - the whole call failed: every track in it gets the error
+                results, compute_s = [exc] * len(todo), 0.0
+            for i, result in zip(todo, results, strict=True):
+                try:
+                    if isinstance(result, BaseException):
+                        raise result
+                    outcomes[i] = ModelOutput(results=self._checked(result), compute_s=compute_s)
+                except Exception as exc:  # noqa: BLE001 - this track's own outcome
+                    outcomes[i] = exc
+        return [o if o is not None else AnalyzerError("no outcome") for o in outcomes]
+
+    def _check_input(self, audio: Audio) -> None:
+        """Refuse audio that is not the representation this entry declared."""
+        want = self.entry.input.sample_rate
+        if want is not None and audio.sample_rate != want:
+            raise AnalyzerError(f"{self.entry.key} expects {want} Hz audio, got {audio.sample_rate} Hz")
+        if self.entry.input.channels == "mono" and audio.samples.ndim != 1:
+            raise AnalyzerError(f"{self.entry.key} expects mono audio")
+
+    def _checked(self, results: object) -> dict[str, Any]:
+        """The analyzer's results, if they are a results object."""
         if not isinstance(results, dict):
             raise AnalyzerError(f"{self.entry.key} returned {type(results).__name__}, not a results object")
-        return ModelOutput(results=results, compute_s=compute_s)
+        return results
+
+
+class AllSet:
+    """A cancel flag for a batch: set once every request in it is cancelled (one leaving must not stop the rest)."""
+
+    def __init__(self, flags: list[CancelFlag]) -> None:
+        self._flags = flags
+
+    def is_set(self) -> bool:
+        """True when no request in the batch is still waiting for its result."""
+        return all(f.is_set() for f in self._flags)

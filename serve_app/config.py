@@ -32,6 +32,24 @@ def _whole(raw: str, name: str) -> int:
     return int(raw)
 
 
+def default_models_dir() -> Path:
+    """Where downloaded model weights live unless MIRSTREAM_MODELS_DIR says otherwise (XDG cache convention)."""
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+    return Path(cache) / "mirstream" / "models"
+
+
+def _env_switch(name: str, default: bool) -> bool:
+    """A yes/no setting that must be spelled clearly: 1/true/yes/on or 0/false/no/off (any case)."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name}={raw!r} must be true or false")
+
+
 def _env_bool(name: str) -> bool:
     """True for 1/true/yes/on (any case); everything else is False."""
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
@@ -64,6 +82,8 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"
     metrics_port: int | None = None  # Ray's metrics export port; None = Ray picks a free one
+    models_dir: Path = field(default_factory=default_models_dir)  # downloaded weights (mirstream models fetch)
+    allow_noncommercial: bool = True  # False: models whose weights are non-commercial only are not served
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (CLI flags win over the environment)."""
@@ -101,6 +121,10 @@ def settings_from_env() -> Settings:
         metrics_port=_whole(os.environ["MIRSTREAM_METRICS_PORT"], "MIRSTREAM_METRICS_PORT")
         if os.environ.get("MIRSTREAM_METRICS_PORT")
         else None,
+        models_dir=Path(os.environ["MIRSTREAM_MODELS_DIR"]).expanduser()
+        if os.environ.get("MIRSTREAM_MODELS_DIR", "").strip()
+        else default_models_dir(),
+        allow_noncommercial=_env_switch("MIRSTREAM_NONCOMMERCIAL", base.allow_noncommercial),
     )
 
 

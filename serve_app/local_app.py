@@ -27,6 +27,7 @@ from serve_app.ingress import create_app
 from serve_app.metrics import PrometheusMetrics
 from serve_app.registry import ModelEntry, Registry
 from serve_app.runner import ModelOutput, plain_message
+from serve_app.weights import resolve_availability
 
 _SPAWN = multiprocessing.get_context("spawn")
 _hosts: dict[str, AnalyzerHost] = {}  # per worker process: each analyzer is built once, on first use
@@ -161,7 +162,12 @@ class ProcessPoolRunner:
 
 
 def create_local_app(registry: Registry, settings: Settings) -> tuple[Starlette, ProcessPoolRunner]:
-    """The in-process ASGI app; models warm up in the background at start-up, the pools close at shutdown."""
+    """The in-process ASGI app; models warm up in the background at start-up, the pools close at shutdown.
+
+    Entries whose weights are absent (or non-commercial while disabled) get no pool; they are listed as
+    unavailable and refused by name (serve_app.weights.resolve_availability).
+    """
+    registry = resolve_availability(registry, settings)
     runner = ProcessPoolRunner(registry)
 
     @contextlib.asynccontextmanager

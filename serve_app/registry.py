@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 from models.base import Analyzer, InputSpec
 
@@ -36,7 +38,13 @@ _ENTRY_KEYS = {
     "timeout_s",
     "license",
     "output_schema",
+    "weights",
+    "batching",
 }
+WEIGHT_PARAM = "weight_files"  # injected by serve_app.weights: role -> absolute path of each installed file
+_WEIGHT_KEYS = {"role", "url", "path", "sha256", "size", "packaged"}
+_ROLE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class RegistryError(ValueError):
@@ -67,6 +75,40 @@ class Autoscaling:
 
 
 @dataclass(frozen=True)
+class Batching:
+    """Ray Serve dynamic batching for one deployment (``@serve.batch``): concurrent requests share one call."""
+
+    max_batch_size: int
+    batch_wait_timeout_s: float
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One file an analyzer needs: downloaded from ``url`` into the models directory, or shipped in the source tree.
+
+    ``path`` is relative to the models directory (``MIRSTREAM_MODELS_DIR``); ``packaged`` (instead of ``url``)
+    is relative to the repository root and is never downloaded. ``sha256``/``size`` are checked when recorded.
+    """
+
+    role: str
+    path: str
+    url: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    packaged: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The public form served by ``GET /v1/models`` (no local absolute paths)."""
+        out: dict[str, Any] = {"role": self.role}
+        if self.packaged:
+            out["packaged"] = self.packaged
+        else:
+            out.update(url=self.url, path=self.path)
+        out.update({k: v for k, v in (("sha256", self.sha256), ("size", self.size)) if v is not None})
+        return out
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """One ``name:version`` of one analyzer: everything needed to deploy, call and document it."""
 
@@ -82,8 +124,15 @@ class ModelEntry:
     autoscaling: Autoscaling
     max_ongoing_requests: int
     timeout_s: float
-    license: dict[str, str]
+    license: dict[str, str | bool]
     output_schema: dict[str, Any]
+    weights: tuple[WeightFile, ...] = ()
+    batching: Batching | None = None
+
+    @property
+    def noncommercial(self) -> bool:
+        """True when the weights' licence forbids commercial use (``license.noncommercial: true``)."""
+        return self.license.get("noncommercial") is True
 
     @property
     def key(self) -> str:
@@ -107,7 +156,7 @@ class ModelEntry:
             "default": self.default,
             "aliases": list(self.aliases),
             "description": self.description,
-            "params": self.params,
+            "params": {k: v for k, v in self.params.items() if k != WEIGHT_PARAM},
             "input": {"sample_rate": self.input.sample_rate or "native", "channels": self.input.channels},
             "resources": {"num_cpus": self.resources.num_cpus, "num_gpus": self.resources.num_gpus},
             "autoscaling": {
@@ -118,6 +167,7 @@ class ModelEntry:
             "timeout_s": self.timeout_s,
             "license": self.license,
             "output_schema": self.output_schema,
+            "weights": [w.describe() for w in self.weights],
         }
 
 
@@ -139,32 +189,72 @@ def import_analyzer(class_path: str, where: str) -> type[Analyzer]:
 
 
 @dataclass(frozen=True)
+class Withheld:
+    """A catalogued entry that is not deployed, with the reason (which names the fix)."""
+
+    entry: ModelEntry
+    reason: str
+    by_policy: bool = False  # turned off by an operator setting, as opposed to missing something
+
+
+@dataclass(frozen=True)
 class Registry:
-    """All entries plus the lookup tables built from them."""
+    """The entries to deploy, the entries listed but withheld (and why), and the lookups built from them.
+
+    ``entries`` are the deployable entries: runners, health checks and resource checks iterate them.
+    ``withheld`` are catalogued but not deployed (weights not installed, or non-commercial weights turned
+    off); ``serve_app.weights.resolve_availability`` fills it. A freshly loaded registry withholds nothing.
+    """
 
     entries: tuple[ModelEntry, ...]
     ingress: Resources = field(default_factory=lambda: Resources(num_cpus=0.25))
     ingress_autoscaling: Autoscaling = field(default_factory=Autoscaling)
+    withheld: tuple[Withheld, ...] = ()
+
+    def catalogue(self) -> list[ModelEntry]:
+        """Every entry, deployable first, then withheld ones."""
+        return list(self.entries) + [w.entry for w in self.withheld]
+
+    def why_withheld(self, entry: ModelEntry) -> Withheld | None:
+        """Why ``entry`` is not deployed, or None when it is served."""
+        return next((w for w in self.withheld if w.entry.key == entry.key), None)
+
+    def listing(self) -> list[dict[str, Any]]:
+        """``GET /v1/models``: every entry's description plus ``available`` (and ``reason`` when not)."""
+        out = [{**e.describe(), "available": True} for e in self.entries]
+        out += [{**w.entry.describe(), "available": False, "reason": w.reason} for w in self.withheld]
+        return out
 
     def defaults(self) -> list[ModelEntry]:
-        """The default version of every model name (the served catalogue's public face)."""
+        """The default version of every served model name (the served catalogue's public face)."""
         return [e for e in self.entries if e.default]
 
     def names(self) -> dict[str, list[str]]:
-        """Canonical name → available versions, for error messages and listings."""
+        """Canonical name → catalogued versions, for error messages and listings."""
         out: dict[str, list[str]] = {}
-        for e in self.entries:
+        for e in self.catalogue():
             out.setdefault(e.name, []).append(e.version)
         return out
 
     def find(self, name: str, version: str | None) -> ModelEntry | None:
-        """Look up by any spelling of the name or an alias; ``version=None`` means the default."""
+        """Look up by any spelling of the name or an alias; ``version=None`` means the default.
+
+        The default skips unavailable versions: when the marked default is withheld, the first served
+        version of that name (in registry order) answers instead; when none is served, the default is
+        returned so that the caller can say why it is unavailable.
+        """
         wanted = normalize_name(name)
-        for e in self.entries:
-            if wanted == normalize_name(e.name) or wanted in {normalize_name(a) for a in e.aliases}:
-                if (version is None and e.default) or (version is not None and e.version == version):
-                    return e
-        return None
+        matches = [
+            e
+            for e in self.catalogue()
+            if wanted == normalize_name(e.name) or wanted in {normalize_name(a) for a in e.aliases}
+        ]
+        if version is not None:
+            return next((e for e in matches if e.version == version), None)
+        default = next((e for e in matches if e.default), None)
+        if default is not None and default not in self.entries:
+            return next((e for e in self.entries if e in matches), default)
+        return default
 
 
 def _section(raw: Any, where: str, allowed: set[str]) -> dict[str, Any]:
@@ -222,6 +312,72 @@ def _input(raw: Any, where: str) -> InputSpec:
     return InputSpec(sample_rate=None if rate == "native" else rate, channels=channels)
 
 
+def _weight_file(raw: Any, where: str) -> WeightFile:
+    """Parse one ``weights:`` item: a role plus an https ``url`` (optional path, sha256, size) or ``packaged``."""
+    sec = _section(raw, where, _WEIGHT_KEYS)
+    role = sec.get("role")
+    if not isinstance(role, str) or not _ROLE_RE.match(role):
+        raise RegistryError(f"{where}.role: must be a lower-case identifier such as 'embedding', 'head', 'metadata'")
+    url, packaged = sec.get("url"), sec.get("packaged")
+    if (url is None) == (packaged is None):
+        raise RegistryError(f"{where}: give exactly one of 'url' (downloaded) or 'packaged' (shipped with mirstream)")
+    if url is not None and (not isinstance(url, str) or not url.startswith(("https://", "http://"))):
+        raise RegistryError(f"{where}.url: must be an https:// URL, got {url!r}")
+    sha = sec.get("sha256")
+    if sha is not None and (not isinstance(sha, str) or not _SHA256_RE.match(sha)):
+        raise RegistryError(f"{where}.sha256: must be 64 lower-case hex digits")
+    size = sec.get("size")
+    if size is not None:
+        size = int(_number(size, f"{where}.size", 1, integer=True))
+    path = packaged if packaged is not None else sec.get("path", _default_path(url))
+    if not isinstance(path, str) or not path or Path(path).is_absolute() or ".." in Path(path).parts:
+        raise RegistryError(f"{where}: path must be relative and stay inside its directory, got {path!r}")
+    return WeightFile(role=role, path=path, url=url, sha256=sha, size=size, packaged=packaged)
+
+
+def _default_path(url: str) -> str:
+    """Where a downloaded file lives when the entry gives no ``path``: ``<host>/<url path>`` under the models dir."""
+    host, _, rest = url.split("://", 1)[1].partition("/")
+    return f"{host.split(':')[0]}/{rest}"
+
+
+def _weights(raw: Any, where: str) -> tuple[WeightFile, ...]:
+    """Parse the ``weights:`` list; roles must be unique within the entry."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise RegistryError(f"{where}: must be a non-empty list of files")
+    files = tuple(_weight_file(item, f"{where}[{i}]") for i, item in enumerate(raw))
+    roles = [f.role for f in files]
+    if len(set(roles)) != len(roles):
+        raise RegistryError(f"{where}: each role may appear once, got {roles}")
+    return files
+
+
+def _license(raw: Any, where: str) -> dict[str, str | bool]:
+    """Parse ``license:``: code (required), weights, and ``noncommercial`` (a boolean)."""
+    sec = _section(raw, where, {"code", "weights", "noncommercial"})
+    if "code" not in sec:
+        raise RegistryError(
+            f"{where.rsplit('.', 1)[0]}: license.code is required (and license.weights for learned models)"
+        )
+    if "noncommercial" in sec and not isinstance(sec["noncommercial"], bool):
+        raise RegistryError(f"{where}.noncommercial: must be true or false, got {sec['noncommercial']!r}")
+    return {k: v if k == "noncommercial" else str(v) for k, v in sec.items()}
+
+
+def _batching(raw: Any, where: str, max_ongoing: int) -> Batching | None:
+    """Parse ``batching:`` (absent = unbatched); a batch can never exceed the requests a replica accepts."""
+    if raw is None:
+        return None
+    sec = _section(raw, where, {"max_batch_size", "batch_wait_timeout_s"})
+    size = _number(sec.get("max_batch_size"), f"{where}.max_batch_size", 1, integer=True)
+    if size > max_ongoing:
+        raise RegistryError(f"{where}.max_batch_size ({size}) exceeds max_ongoing_requests ({max_ongoing})")
+    wait = float(_number(sec.get("batch_wait_timeout_s", 0.01), f"{where}.batch_wait_timeout_s", 0))
+    return Batching(max_batch_size=size, batch_wait_timeout_s=wait)
+
+
 def _entry(raw: Any, index: int) -> ModelEntry:
     """Parse and check one ``models:`` item, including that its class accepts its params."""
     if not isinstance(raw, dict):
@@ -247,9 +403,14 @@ def _entry(raw: Any, index: int) -> ModelEntry:
     schema = raw["output_schema"]
     if not isinstance(schema, dict) or schema.get("type") != "object":
         raise RegistryError(f"{where}: output_schema must be a JSON Schema with type: object")
-    license_ = _section(raw.get("license"), f"{where}.license", {"code", "weights"})
-    if "code" not in license_:
-        raise RegistryError(f"{where}: license.code is required (and license.weights for learned models)")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:  # e.g. an unquoted ", " in a YAML flow mapping that became a null property
+        at = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise RegistryError(f"{where}: output_schema is not a valid JSON Schema at {at}: {exc.message}") from None
+    license_ = _license(raw.get("license"), f"{where}.license")
+    if WEIGHT_PARAM in params:
+        raise RegistryError(f"{where}: params.{WEIGHT_PARAM} is set by the server from the 'weights' section")
     max_ongoing = _number(raw.get("max_ongoing_requests", 4), f"{where}.max_ongoing_requests", 1, integer=True)
     entry = ModelEntry(
         name=name,
@@ -264,12 +425,15 @@ def _entry(raw: Any, index: int) -> ModelEntry:
         autoscaling=_autoscaling(raw.get("autoscaling"), f"{where}.autoscaling"),
         max_ongoing_requests=max_ongoing,
         timeout_s=float(_number(raw.get("timeout_s", DEFAULT_TIMEOUT_S), f"{where}.timeout_s", 0.001)),
-        license={k: str(v) for k, v in license_.items()},
+        license=license_,
         output_schema=schema,
+        weights=_weights(raw.get("weights"), f"{where}.weights"),
+        batching=_batching(raw.get("batching"), f"{where}.batching", max_ongoing),
     )
     cls = entry.load_class()
     try:
-        inspect.signature(cls).bind(**entry.params)
+        injected = {WEIGHT_PARAM: {}} if entry.weights else {}
+        inspect.signature(cls).bind(**entry.params, **injected)
     except TypeError as exc:
         raise RegistryError(f"{where}: params {entry.params} do not fit {entry.class_path}: {exc}") from exc
     return entry

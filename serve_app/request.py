@@ -36,7 +36,11 @@ def _catalogue(registry: Registry) -> str:
 
 
 def parse_models(spec: str | None, registry: Registry, limit: int | None = None) -> tuple[ModelEntry, ...]:
-    """Resolve ``key:1, bpm_degara,loudness-ebur128`` to entries; repeats run once, order is kept."""
+    """Resolve ``key:1, bpm_degara,loudness-ebur128`` to entries; repeats run once, order is kept.
+
+    A catalogued model that this server does not deploy is refused with its reason: 409 when its weights are
+    not installed (``mirstream models fetch NAME`` fixes it), 403 when an operator setting turned it off.
+    """
     if spec is None or not spec.strip():
         raise RequestError(
             400,
@@ -57,6 +61,9 @@ def parse_models(spec: str | None, registry: Registry, limit: int | None = None)
                 versions = ", ".join(registry.names()[known.name])
                 raise RequestError(404, f"model {known.name} has no version {version!r}; available: {versions}")
             raise RequestError(404, f"unknown model {name!r}; available: {_catalogue(registry)}")
+        withheld = registry.why_withheld(entry)
+        if withheld is not None:  # catalogued but not deployed here: say why, before any audio is read
+            raise RequestError(403 if withheld.by_policy else 409, withheld.reason)
         if entry not in chosen:
             chosen.append(entry)
     if limit is not None and len(chosen) > limit:

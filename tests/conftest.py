@@ -51,8 +51,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_settings(port: int) -> Settings:
-    """Small limits and a short keep-alive so the limit and keep-alive paths are cheap to reach."""
+def make_settings(port: int, models_dir: Path | None = None) -> Settings:
+    """Small limits and a short keep-alive so the limit and keep-alive paths are cheap to reach.
+
+    Downloaded weights are looked up in ``models_dir`` (default: an empty dir of this run, so the developer's
+    own ~/.cache/mirstream/models never changes what the tests see).
+    """
     return Settings(
         host="127.0.0.1",
         port=port,
@@ -66,6 +70,7 @@ def make_settings(port: int) -> Settings:
         url_total_timeout_s=3.0,
         max_models_per_request=MAX_MODELS,
         max_concurrent_streams=MAX_STREAMS,
+        models_dir=models_dir or SESSION_TMP / "models",
     )
 
 

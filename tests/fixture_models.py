@@ -7,7 +7,7 @@ import signal
 import time
 from typing import Any
 
-from models.base import Analyzer, Audio, Cancelled
+from models.base import Analyzer, AnalyzerError, Audio, Cancelled
 
 
 class FailingAnalyzer(Analyzer):
@@ -58,3 +58,46 @@ class CrashingAnalyzer(Analyzer):
         if audio.duration < self.crash_below_seconds:
             os.kill(os.getpid(), signal.SIGKILL)
         return {"pid": os.getpid()}
+
+
+class BatchRecordingAnalyzer(Analyzer):
+    """Dynamic-batching probe: each result says how big its batch was and what this replica has seen so far.
+
+    ``analyze_batch`` stands in for one forward pass (``seconds_per_batch``, checking for cancellation), so
+    concurrent requests queue up behind it; tracks shorter than ``fail_below_seconds`` fail alone.
+    """
+
+    def __init__(self, seconds_per_batch: float = 0.5, fail_below_seconds: float = 0.5) -> None:
+        self.seconds_per_batch = seconds_per_batch
+        self.fail_below_seconds = fail_below_seconds
+        self.sizes: list[int] = []
+        self.cancelled_batches = 0
+
+    def analyze(self, audio: Audio) -> dict[str, Any]:
+        """A batch of one."""
+        outcome = self.analyze_batch([audio])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def analyze_batch(self, audios: list[Audio]) -> list[dict[str, Any] | Exception]:
+        """Sleep once for the whole batch, then one outcome per track."""
+        self.sizes.append(len(audios))
+        deadline = time.monotonic() + self.seconds_per_batch
+        while time.monotonic() < deadline:
+            try:
+                self.check_cancelled()
+            except Cancelled:
+                self.cancelled_batches += 1
+                raise
+            time.sleep(0.02)
+        return [
+            AnalyzerError(f"fixture batch model refuses {a.duration:.2f} s tracks")
+            if a.duration < self.fail_below_seconds
+            else {
+                "batch_size": len(audios),
+                "sizes_seen": list(self.sizes),
+                "cancelled_batches": self.cancelled_batches,
+            }
+            for a in audios
+        ]

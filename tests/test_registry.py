@@ -117,3 +117,11 @@ def test_parse_models_keeps_order_and_dedupes() -> None:
     with pytest.raises(RequestError) as info:
         parse_models("key,nothing", registry)
     assert info.value.status == 404 and "bpm_degara (versions: 1)" in info.value.detail
+
+
+def test_output_schema_must_be_valid_json_schema() -> None:
+    """An unquoted ', ' inside a YAML flow mapping turns a description tail into a null property: refused."""
+    data = registry_data()
+    data["models"][0]["output_schema"]["properties"]["in output order"] = None
+    with pytest.raises(RegistryError, match="output_schema is not a valid JSON Schema at properties/in output order"):
+        parse_registry(data)
