@@ -4,25 +4,38 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from serve_app.admission import Admission
 from serve_app.config import Settings
 from serve_app.metrics import Metrics
+from serve_app.openapi import build_openapi
 from serve_app.registry import Registry
 from serve_app.request import RequestError, parse_request
 from serve_app.runner import ModelRunner
 from serve_app.stream import analysis_events
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+WEB_DIR = Path(__file__).resolve().parent / "web"  # the web page and /docs: static files, no build step
+# The pages load only their own scripts and styles, and talk only to this server.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
 
 
 class _SlotStreamingResponse(StreamingResponse):
@@ -104,12 +117,12 @@ def create_app(
         return _SlotStreamingResponse(analysis_events(job, runner, settings, metrics), release)
 
     async def list_models(request: Request) -> Response:
-        """GET /v1/models: the registry as served, with schemas and licences."""
+        """GET /v1/models: the catalogue with schemas, licences and ``available`` (plus ``reason`` when not)."""
         try:
             admission.identify(request)
         except RequestError as exc:
             return refuse(exc)
-        return JSONResponse({"models": [entry.describe() for entry in registry.entries]})
+        return JSONResponse({"models": registry.listing()})
 
     async def healthz(request: Request) -> Response:
         """GET /healthz (= /readyz): 200 only when every deployment of the served catalogue is ready."""
@@ -136,7 +149,24 @@ def create_app(
         assert isinstance(exc, HTTPException)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
+    api_document = build_openapi(registry, settings)
+
+    async def openapi(request: Request) -> Response:
+        """GET /openapi.json: the OpenAPI 3.1 document, generated from the registry at start-up."""
+        return JSONResponse(api_document)
+
+    def page(name: str) -> Callable[[Request], Any]:
+        async def serve(request: Request) -> Response:
+            """GET / (the analysis page) and /docs (the API reference): static HTML from serve_app/web."""
+            return FileResponse(WEB_DIR / name, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+        return serve
+
     routes = [
+        Route("/", page("index.html"), methods=["GET"]),
+        Route("/docs", page("docs.html"), methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
         Route("/v1/analysis/stream", analysis_stream, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
