@@ -169,14 +169,9 @@ def _autoscaling(auto: Any) -> dict[str, Any]:
     }
 
 
-def build_app(registry: Registry, settings: Settings, app_name: str) -> serve.Application:
-    """The bound Serve application: every served entry's deployment, then the ingress holding their handles.
-
-    Entries whose weights are absent (or non-commercial while disabled) get no deployment; the ingress still
-    lists them, unavailable, and refuses requests for them (serve_app.weights.resolve_availability).
-    """
-    registry = resolve_availability(registry, settings)
-    models = {
+def _model_deployments(registry: Registry, settings: Settings) -> dict[str, Any]:
+    """One bound deployment per served entry, keyed ``name:version``, with the entry's resources and scaling."""
+    return {
         entry.key: ModelDeployment.options(
             name=entry.deployment_name,
             ray_actor_options=_actor_options(entry.resources),
@@ -186,6 +181,16 @@ def build_app(registry: Registry, settings: Settings, app_name: str) -> serve.Ap
         ).bind(entry, settings)
         for entry in registry.entries
     }
+
+
+def build_app(registry: Registry, settings: Settings, app_name: str) -> serve.Application:
+    """The bound Serve application: every served entry's deployment, then the ingress holding their handles.
+
+    Entries whose weights are absent (or non-commercial while disabled) get no deployment; the ingress still
+    lists them, unavailable, and refuses requests for them (serve_app.weights.resolve_availability).
+    """
+    registry = resolve_availability(registry, settings)
+    models = _model_deployments(registry, settings)
     return IngressDeployment.options(
         name=INGRESS_NAME,
         ray_actor_options=_actor_options(registry.ingress),
@@ -293,16 +298,7 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
     missing = [w.reason for w in registry.withheld if not w.by_policy]
     if missing:
         raise RuntimeError("cannot deploy the configured models: " + "; ".join(missing))
-    models = {
-        entry.key: ModelDeployment.options(
-            name=entry.deployment_name,
-            ray_actor_options=_actor_options(entry.resources),
-            autoscaling_config=_autoscaling(entry.autoscaling),
-            max_ongoing_requests=entry.max_ongoing_requests,
-            graceful_shutdown_timeout_s=settings.shutdown_grace_s,
-        ).bind(entry, settings)
-        for entry in registry.entries
-    }
+    models = _model_deployments(registry, settings)
     return CatalogueIngress.options(
         name=INGRESS_NAME,
         ray_actor_options=_actor_options(registry.ingress),
