@@ -110,3 +110,15 @@ class Analyzer:
         flag = _cancel_flag.get()
         if flag is not None and flag.is_set():
             raise Cancelled("the request was cancelled")
+
+
+class BatchAnalyzer(Analyzer):
+    """An analyzer whose natural unit is a batch (one forward pass over many tracks): it implements
+    ``analyze_batch``, and ``analyze`` is a batch of one."""
+
+    def analyze(self, audio: Audio) -> dict[str, Any]:
+        """Results for one track, raising its error as ``analyze`` callers expect."""
+        outcome = self.analyze_batch([audio])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models import placement
-from models.base import Analyzer, AnalyzerError, Audio, require_duration
+from models.base import AnalyzerError, Audio, BatchAnalyzer, require_duration
 
 SAMPLE_RATE = 16000
 WINDOW = 1024
@@ -141,7 +141,7 @@ def decode_cents(activation: torch.Tensor) -> torch.Tensor:
     return (weights * cents).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-12)
 
 
-class CrepePitchAnalyzer(Analyzer):
+class CrepePitchAnalyzer(BatchAnalyzer):
     """f0 curve with confidence every ``hop_s``; frames below ``silence_db`` or ``voicing_threshold`` are unvoiced.
 
     ``weight_files`` ({"model": path}) is filled in by the server from the entry's ``weights:``; without it the
@@ -172,13 +172,6 @@ class CrepePitchAnalyzer(Analyzer):
         self.batch_frames = batch_frames
         model_file = (weight_files or {}).get("model")
         self.net = load_crepe(capacity, self.device, Path(model_file) if model_file else None)
-
-    def analyze(self, audio: Audio) -> dict[str, Any]:
-        """Pitch of one track (a batch of one)."""
-        outcome = self.analyze_batch([audio])[0]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
 
     def analyze_batch(self, audios: list[Audio]) -> list[dict[str, Any] | Exception]:
         """Frame every valid track, run all their frames through the network together, split the results back."""

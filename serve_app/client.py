@@ -370,6 +370,19 @@ def _check_stream(source: EventSource) -> None:
         raise MirstreamProtocolError(f"expected text/event-stream, got {kind!r}")
 
 
+def _retry_wait(policy: RetryPolicy, exc: Exception, attempt: int, got_events: bool, url: str) -> float:
+    """Seconds to wait before retrying after ``exc``; raises it (as the client's exception) when it is not safe.
+
+    Only a refused/timed-out connection or a 503 before any event is retried: nothing was analysed yet.
+    """
+    wait = None if got_events else policy.delay(attempt, exc)
+    if wait is not None:
+        return wait
+    if isinstance(exc, httpx.TransportError):
+        raise _wrap_transport_error(exc, url, got_events) from exc
+    raise exc
+
+
 def _wrap_transport_error(exc: httpx.TransportError, url: str, got_events: bool) -> MirstreamError:
     """Connection problems as a client exception that says whether the stream had begun."""
     where = "after the stream had started (not retried)" if got_events else "before any event"
@@ -439,11 +452,7 @@ class Client:
                         raise MirstreamProtocolError("the stream ended before its 'finished' event")
                     return
             except (ServerBusyError, httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                wait = None if got_events else self.retry.delay(attempt, exc)
-                if wait is None:
-                    if isinstance(exc, httpx.TransportError):
-                        raise _wrap_transport_error(exc, self.url, got_events) from exc
-                    raise
+                wait = _retry_wait(self.retry, exc, attempt, got_events, self.url)
             except httpx.TransportError as exc:
                 raise _wrap_transport_error(exc, self.url, got_events) from exc
             except SSEError as exc:
@@ -522,11 +531,7 @@ class AsyncClient:
                         raise MirstreamProtocolError("the stream ended before its 'finished' event")
                     return
             except (ServerBusyError, httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                wait = None if got_events else self.retry.delay(attempt, exc)
-                if wait is None:
-                    if isinstance(exc, httpx.TransportError):
-                        raise _wrap_transport_error(exc, self.url, got_events) from exc
-                    raise
+                wait = _retry_wait(self.retry, exc, attempt, got_events, self.url)
             except httpx.TransportError as exc:
                 raise _wrap_transport_error(exc, self.url, got_events) from exc
             except SSEError as exc:

@@ -7,7 +7,7 @@ import signal
 import time
 from typing import Any
 
-from models.base import Analyzer, AnalyzerError, Audio, Cancelled
+from models.base import Analyzer, AnalyzerError, Audio, BatchAnalyzer, Cancelled
 
 
 class FailingAnalyzer(Analyzer):
@@ -60,7 +60,7 @@ class CrashingAnalyzer(Analyzer):
         return {"pid": os.getpid()}
 
 
-class BatchRecordingAnalyzer(Analyzer):
+class BatchRecordingAnalyzer(BatchAnalyzer):
     """Dynamic-batching probe: each result says how big its batch was and what this replica has seen so far.
 
     ``analyze_batch`` stands in for one forward pass (``seconds_per_batch``, checking for cancellation), so
@@ -72,13 +72,6 @@ class BatchRecordingAnalyzer(Analyzer):
         self.fail_below_seconds = fail_below_seconds
         self.sizes: list[int] = []
         self.cancelled_batches = 0
-
-    def analyze(self, audio: Audio) -> dict[str, Any]:
-        """A batch of one."""
-        outcome = self.analyze_batch([audio])[0]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
 
     def analyze_batch(self, audios: list[Audio]) -> list[dict[str, Any] | Exception]:
         """Sleep once for the whole batch, then one outcome per track."""
