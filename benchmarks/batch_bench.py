@@ -49,8 +49,8 @@ def make_tracks(folder: Path, count: int, seconds: float) -> list[Path]:
 
 def cpu_per_track(paths: list[Path], registry: object) -> dict[str, float]:
     """CPU seconds per track of decode (+ both representations) and of each model, measured in this process."""
-    from serve_app.analyzer_host import AnalyzerHost
-    from serve_app.decode import decode, representation
+    from serve_app.ingress.decode import decode, representation
+    from serve_app.runners.host import AnalyzerHost
 
     entries = [registry.find(name, None) for name in TRIO]  # type: ignore[attr-defined]
     hosts = {e.key: AnalyzerHost(e) for e in entries}
@@ -112,8 +112,8 @@ def http_pass(base: str, paths: list[Path], clients: int) -> float:
 
 def run_http(paths: list[Path], cores: int, clients: int, repeats: int) -> list[float]:
     """Tracks/minute of each HTTP pass (Ray Serve started once, warmed up with one request first)."""
-    from serve_app import launcher
     from serve_app.config import settings_from_env
+    from serve_app.ops import launcher
     from serve_app.registry import load_registry
     from tests.conftest import free_port, wait_healthy
 
@@ -129,7 +129,7 @@ def run_http(paths: list[Path], cores: int, clients: int, repeats: int) -> list[
         for _ in range(repeats):
             rates.append(len(paths) / http_pass(base, paths, clients) * 60)
     finally:
-        launcher.shutdown()
+        launcher.shutdown(settings)
     return rates
 
 
@@ -138,9 +138,9 @@ def run_batch_mode(folder: Path, cores: int, repeats: int) -> tuple[list[float],
     until the first track came out (actor start-up), steady tracks/minute after that; plus the output size."""
     import ray
 
-    from serve_app.batch import BatchConfig, load_results, run_batch
+    from serve_app.ingress.request import parse_models
+    from serve_app.ops.batch import BatchConfig, load_results, run_batch
     from serve_app.registry import load_registry
-    from serve_app.request import parse_models
 
     registry = load_registry(REPO / "model_registry.yaml")
     models = parse_models(",".join(TRIO), registry)

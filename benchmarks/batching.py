@@ -65,7 +65,6 @@ def pitch_entry_data(config: Config, max_ongoing: int) -> dict[str, Any]:
     data = yaml.safe_load((REPO / "model_registry.yaml").read_text())
     item = dict(next(m for m in data["models"] if m["name"] == "pitch_crepe"))
     item.pop("batching", None)
-    item.pop("weights", None)  # the analyzer finds the vendored file itself; weight_files is server-injected
     item["resources"] = {"num_cpus": config.num_cpus}
     item["max_ongoing_requests"] = max_ongoing
     if config.batching:
@@ -74,20 +73,19 @@ def pitch_entry_data(config: Config, max_ongoing: int) -> dict[str, Any]:
 
 
 def deploy_variant(config: Config, app_name: str, max_ongoing: int) -> Any:
-    """Deploy one variant as its own Serve app (one replica, the options build_app uses); its handle."""
+    """Deploy one variant as its own Serve app (one warm replica, the deployment build_app makes); its handle."""
+    from dataclasses import replace
+
     from ray import serve
 
     from serve_app.config import Settings
-    from serve_app.ray_app import ModelDeployment, _actor_options
     from serve_app.registry import parse_registry
+    from serve_app.registry.availability import resolve_availability
+    from serve_app.runners.ray_serve import model_deployment
 
-    entry = parse_registry({"models": [pitch_entry_data(config, max_ongoing)]}).entries[0]
-    app = ModelDeployment.options(
-        name=entry.deployment_name,
-        ray_actor_options=_actor_options(entry.resources),
-        max_ongoing_requests=entry.max_ongoing_requests,
-    ).bind(entry, Settings())
-    return serve.run(app, name=app_name, route_prefix=None)
+    registry = resolve_availability(parse_registry({"models": [pitch_entry_data(config, max_ongoing)]}), Settings())
+    entry = replace(registry.entries[0], warm=True)
+    return serve.run(model_deployment(entry, Settings()), name=app_name, route_prefix=None)
 
 
 def measure_serve(configs: list[Config], audios: list[Any], runs: int) -> list[Measured]:

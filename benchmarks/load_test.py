@@ -143,8 +143,8 @@ def main() -> None:
     """Start a Ray server with the default catalogue, run the load, write load_results.md."""
     from dataclasses import replace
 
-    from serve_app import launcher
     from serve_app.config import settings_from_env
+    from serve_app.ops import launcher
     from serve_app.registry import load_registry
     from tests.audio_factory import c_major_cadence, click_track, encode
 
@@ -164,7 +164,7 @@ def main() -> None:
     rss_before = process_rss_mb("ServeReplica:mirstream")
     report = run_load(base, body, args.models, args.clients, args.seconds)
     rss_after = process_rss_mb("ServeReplica:mirstream")
-    launcher.shutdown()
+    launcher.shutdown(settings)
     lines = [
         "# Load test (benchmarks/load_test.py)",
         "",

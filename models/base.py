@@ -8,10 +8,11 @@ output schema. Everything else (decoding, resampling, fan-out, SSE) is generic s
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
@@ -24,6 +25,38 @@ class InputSpec:
 
     sample_rate: int | None
     channels: Channels
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """An analyzer input fed with the decoded track, in one representation, at least ``min_seconds`` long.
+
+    The host checks the representation and the duration before ``analyze`` runs, so analyzers never do.
+    """
+
+    sample_rate: int | None
+    channels: Channels = "mono"
+    min_seconds: float = 0.0
+
+    @property
+    def spec(self) -> InputSpec:
+        """The representation the ingress builds (once per request, shared by every analyzer that needs it)."""
+        return InputSpec(self.sample_rate, self.channels)
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """An analyzer input fed with another registry entry's ``results`` (the model graph).
+
+    The registry binds it to an upstream ``name:version``; ``requires`` names result fields the upstream's
+    output schema must declare (checked at load). The value arrives as the upstream's results dict, numpy
+    arrays included (the object store hands them over without a copy where it can).
+    """
+
+    requires: tuple[str, ...] = ()
+
+
+Input = AudioInput | ModelInput
 
 
 @dataclass(frozen=True)
@@ -78,10 +111,16 @@ def cancellable(flag: CancelFlag | None) -> Iterator[None]:
 
 
 class Analyzer:
-    """Base class for every analyzer named in model_registry.yaml."""
+    """Base class for every analyzer named in model_registry.yaml.
+
+    ``inputs`` declares, once, what ``analyze`` receives: each keyword is an ``AudioInput`` (the decoded track)
+    or a ``ModelInput`` (another entry's results). Most analyzers take one ``audio`` argument.
+    """
+
+    inputs: ClassVar[Mapping[str, Input]] = {}  # every concrete analyzer declares its own
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
-        """Compute this model's results for one track."""
+        """Compute this model's results for one track (keyword arguments as declared in ``inputs``)."""
         raise NotImplementedError
 
     def analyze_batch(self, audios: list[Audio]) -> list[dict[str, Any] | Exception]:
@@ -100,6 +139,11 @@ class Analyzer:
             except Exception as exc:  # noqa: BLE001 - handed back as this track's outcome
                 outcomes.append(exc)
         return outcomes
+
+    @classmethod
+    def check_weight(cls, role: str, path: Path) -> None:
+        """Check a downloaded weight file's format before it is installed, when no SHA-256 is recorded to check
+        instead (e.g. a graph holds the nodes its metadata names): raise ValueError saying what is wrong."""
 
     def check_cancelled(self) -> None:
         """Raise Cancelled if the request went away; multi-stage analyzers call this between stages.

@@ -6,14 +6,21 @@ and block means from one cumulative sum. That is the lower bound the issue asks 
 stereo track it runs several times faster than Essentia's LoudnessEBUR128 (benchmarks/RESULTS.md) and
 passes the same EBU Tech 3341/3342 cases (tests/test_catalogue.py).
 
-References: ITU-R BS.1770-4 (2015) §2 and Annex 1; EBU Tech 3341 (2016, momentary 400 ms / short-term
-3 s, integrated gating); EBU Tech 3342 (2016, loudness range: short-term values, -70 LUFS absolute and
--20 LU relative gates, 10th-95th percentile, nearest-rank as in its reference pseudo-code).
+True peak (``true_peaks``) gives libebur128's values to the bit: its interpolator applied to every sample as
+chunked float32 matrix products, with the few outputs that could change the float32 answer re-evaluated in
+its own double arithmetic; the same cost on quiet and on limited or clipped masters (benchmarks/true_peak.py).
+
+References: ITU-R BS.1770-4 (2015) §2 and Annex 1, Annex 2 (true peak); EBU Tech 3341 (2016, momentary 400 ms /
+short-term 3 s, integrated gating); EBU Tech 3342 (2016, loudness range: short-term values, -70 LUFS absolute
+and -20 LU relative gates, 10th-95th percentile, nearest-rank as in its reference pseudo-code); libebur128
+1.2.6 src/ebur128.c (interp_create, interp_process, ebur128_true_peak).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,62 +119,148 @@ def loudness_range(short_term_power: np.ndarray) -> float:
     return float(kept[int(round(last * 0.95))] - kept[int(round(last * 0.10))])
 
 
-def _interpolator(factor: int, taps: int = 49) -> list[np.ndarray]:
-    """Polyphase branches of a Hann-windowed sinc interpolator (the design libebur128 uses for true peak)."""
-    j = np.arange(taps)
-    m = j - (taps - 1) / 2
-    arg = m * np.pi / factor
-    h = np.where(m == 0, 1.0, np.sin(arg) / np.where(m == 0, 1.0, arg))
-    h *= 0.5 * (1.0 - np.cos(2.0 * np.pi * j / (taps - 1)))
-    return [h[p::factor].astype(np.float32) for p in range(factor)]
+# True peak: ITU-R BS.1770-4 Annex 2 exactly as libebur128 (1.2.6, bundled by pyebur128) computes it. interp_create
+# builds a 49-tap Hann-windowed sinc split into `factor` phases (coefficients under 1e-6 dropped); interp_process
+# runs every phase on every sample from a zeroed delay line (no tail after the last sample), accumulating
+# double(sample) * coefficient in double in tap order and storing the sum as float (with flush-to-zero on);
+# ebur128_true_peak reports max(largest |stored value|, sample peak) per channel.
+TRUE_PEAK_TAPS = 49
+ALMOST_ZERO = 1e-6  # libebur128's ALMOST_ZERO: the sinc's zeros and the window's end points are dropped
+TRUE_PEAK_BLOCK = 16  # interpolator input samples per row of the banded matrix
+SLAB_ROWS = 128  # rows per matrix product: OpenBLAS keeps products under 4 x 65536 multiply-adds on this thread
+TRUE_PEAK_CHUNK = 1 << 16  # input samples per chunk (a multiple of BLOCK x SLAB_ROWS): bounds the working memory
+_U32, _U64 = 2.0**-24, 2.0**-53  # unit roundoffs
+_FLT_MIN = float(np.finfo(np.float32).tiny)
 
 
-def _channel_true_peak(channel: np.ndarray, phases: list[np.ndarray], block: int = 2048) -> float:
-    """Max |x| of one channel oversampled by ``phases``, evaluated only where it can beat the best so far.
+def oversampling_factor(sample_rate: int) -> int:
+    """libebur128's rule (ebur128_init_resampler): 4x below 96 kHz, 2x below 192 kHz, none from 192 kHz."""
+    return 4 if sample_rate < 96000 else 2 if sample_rate < 192000 else 1
 
-    An interpolated value is at most gain x max|x| over its filter's reach (gain = the largest sum of
-    |coefficients| of a branch), and the answer is at least the sample peak (branch 0 passes samples
-    through), so blocks whose neighbourhood maximum x gain cannot exceed the current best are skipped.
-    Exact: the same value as oversampling everything, usually over a few percent of the blocks.
-    """
-    magnitude = np.abs(channel)
-    if magnitude.size == 0:
-        return 0.0
-    best = float(magnitude.max())
-    gain = max(float(np.abs(p).sum()) for p in phases)
-    reach = max(p.size for p in phases)
-    blocks = -(-magnitude.size // block)
-    padded = np.zeros(blocks * block, dtype=magnitude.dtype)
-    padded[: magnitude.size] = magnitude
-    local = padded.reshape(blocks, block).max(axis=1)
-    around = local.copy()  # a block's filter reaches into its neighbours
-    around[1:] = np.maximum(around[1:], local[:-1])
-    around[:-1] = np.maximum(around[:-1], local[1:])
-    last = blocks - 1
-    for b in np.argsort(-around):
-        if around[b] * gain <= best:
-            break
-        # outputs t in [b*block, (b+1)*block) (to the end of the filter tail for the last block) need
-        # samples t-reach+1..t: take exactly those, so no output sees an artificial edge
-        start = max(0, b * block - (reach - 1))
-        stop = min(channel.size, (b + 1) * block)
-        first = b * block - start
-        for branch in phases:
-            out = np.convolve(channel[start:stop], branch)
-            kept = out[first:] if b == last else out[first : first + block]
-            if kept.size:
-                best = max(best, float(np.abs(kept).max()))
+
+def interpolator(factor: int, taps: int = TRUE_PEAK_TAPS) -> list[tuple[np.ndarray, np.ndarray]]:
+    """libebur128's polyphase interpolator (interp_create): per phase, its delays and double coefficients in tap
+    order. The same expressions through the C library's sin and cos (``math``), so the same bits."""
+    phases: list[tuple[list[int], list[float]]] = [([], []) for _ in range(factor)]
+    for j in range(taps):
+        m = float(j) - float(taps - 1) / 2.0
+        c = math.sin(m * math.pi / factor) / (m * math.pi / factor) if abs(m) > ALMOST_ZERO else 1.0
+        c *= 0.5 * (1 - math.cos(2 * math.pi * j / (taps - 1)))
+        if abs(c) > ALMOST_ZERO:
+            phases[j % factor][0].append(j // factor)
+            phases[j % factor][1].append(c)
+    return [(np.array(delays, dtype=np.intp), np.array(coeffs)) for delays, coeffs in phases]
+
+
+@dataclass(frozen=True)
+class _Polyphase:
+    """The phases to evaluate and the banded matrix that applies them all to a row of samples at once."""
+
+    phases: tuple[tuple[np.ndarray, np.ndarray], ...]
+    history: int  # samples before a row's first that its outputs reach back to
+    gain: float  # largest sum of |coefficients| of a phase
+    longest: int  # most coefficients in a phase
+    band: np.ndarray  # (history + BLOCK, BLOCK * phases), float64: libebur128's coefficients
+    band32: np.ndarray
+
+
+@functools.lru_cache
+def _polyphase(factor: int, pass_through: bool) -> _Polyphase:
+    """Phases of ``interpolator(factor)``; phase 0 (which passes samples through) only if ``pass_through``."""
+    phases = tuple(p for i, p in enumerate(interpolator(factor)) if p[1].size and (i > 0 or pass_through))
+    history = max(int(delays.max()) for delays, _ in phases)
+    band = np.zeros((history + TRUE_PEAK_BLOCK, TRUE_PEAK_BLOCK * len(phases)))
+    for i in range(TRUE_PEAK_BLOCK):
+        for p, (delays, coeffs) in enumerate(phases):
+            band[history + i - delays, i * len(phases) + p] = coeffs
+    gain = max(float(np.abs(coeffs).sum()) for _, coeffs in phases)
+    longest = max(coeffs.size for _, coeffs in phases)
+    return _Polyphase(phases, history, gain, longest, band, band.astype(np.float32))
+
+
+def _rounding_bound(poly: _Polyphase, peak: float, unit: float) -> float:
+    """Bound on |our output - libebur128's double sum| for a chunk whose |samples| <= ``peak``, our products
+    rounding to ``unit``: gamma_K sum|c x| for each sum (Higham, Accuracy and Stability, §3.1) plus underflow."""
+    terms = poly.history + TRUE_PEAK_BLOCK + 2  # a row's products in any order, and the coefficients' rounding
+    return 1.01 * (poly.gain * peak * (terms * unit + (poly.longest + 1) * _U64) + terms * 2.0**-149)
+
+
+def _chunks(channel: np.ndarray, history: int) -> Iterator[tuple[np.ndarray, int]]:
+    """(float32 samples of a chunk after its ``history`` predecessors, zero-padded to whole slabs; chunk length)."""
+    slab = TRUE_PEAK_BLOCK * SLAB_ROWS
+    for start in range(0, channel.size, TRUE_PEAK_CHUNK):
+        count = min(TRUE_PEAK_CHUNK, channel.size - start)
+        seg = np.zeros(history + -(-count // slab) * slab, dtype=np.float32)
+        lo = max(0, start - history)  # zeros before the first sample: libebur128's fresh delay line
+        seg[history - (start - lo) : history + count] = channel[lo : start + count]
+        yield seg, count
+
+
+def _windows(seg: np.ndarray, history: int) -> np.ndarray:
+    """(slabs, SLAB_ROWS, history + BLOCK) rows of ``seg``: row r holds samples r*BLOCK - history .. (r+1)*BLOCK - 1."""
+    width, step = history + TRUE_PEAK_BLOCK, TRUE_PEAK_BLOCK * seg.itemsize
+    slabs = (seg.size - history) // (TRUE_PEAK_BLOCK * SLAB_ROWS)
+    view = np.lib.stride_tricks.as_strided(seg, (slabs, SLAB_ROWS, width), (SLAB_ROWS * step, step, seg.itemsize))
+    return np.ascontiguousarray(view)
+
+
+def _exact(seg: np.ndarray, at: np.ndarray, phase: tuple[np.ndarray, np.ndarray], history: int) -> np.ndarray:
+    """|value| libebur128 stores for ``phase`` at chunk samples ``at``: double products summed in tap order from
+    0.0 (no fused multiply-add), rounded to float32, flushed to zero below FLT_MIN."""
+    acc = np.zeros(at.size)
+    for delay, c in zip(*phase, strict=True):
+        acc = acc + seg[history + at - delay].astype(np.float64) * c
+    out = np.abs(acc).astype(np.float32)
+    out[out < _FLT_MIN] = 0.0
+    return out
+
+
+def _refine(windows: np.ndarray, seg: np.ndarray, poly: _Polyphase, outputs: int, peak: float, beat: float) -> float:
+    """Largest value libebur128 stores in this chunk among outputs that may reach ``beat`` (0.0 if none): a float64
+    product keeps those within its bound of the maximum, then each is evaluated exactly."""
+    y = np.abs((windows.astype(np.float64) @ poly.band).reshape(-1)[:outputs])
+    err = _rounding_bound(poly, peak, _U64)
+    at = np.flatnonzero(y >= max(float(y.max()) - 2.0 * err, beat - err))
+    best, n = 0.0, len(poly.phases)
+    for p, phase in enumerate(poly.phases):
+        mine = at[at % n == p] // n
+        if mine.size:
+            best = max(best, float(_exact(seg, mine, phase, poly.history).max()))
     return best
 
 
+def _channel_true_peak(channel: np.ndarray, factor: int) -> float:
+    """libebur128's true peak of one channel: every output computed, by chunks of float32 matrix products.
+
+    A chunk whose largest output, plus the rounding bound, cannot round to a float32 above the best so far is
+    done; the rare others go through _refine. Same bits as libebur128, at the product's cost, loud or quiet.
+    """
+    sample_peak = float(max(channel.max(), -channel.min())) if channel.size else 0.0
+    if factor == 1 or channel.size == 0:
+        return sample_peak
+    # phase 0 passes samples through, so it can beat the sample peak only by rounding non-float32 input
+    poly = _polyphase(factor, pass_through=channel.dtype != np.float32)
+    best = np.float32(sample_peak)
+    if best > sample_peak:  # the largest float32 not above the sample peak: what can still raise the answer
+        best = np.nextafter(best, np.float32(0.0))
+    for seg, count in _chunks(channel, poly.history):
+        peak = float(max(seg.max(), -seg.min()))
+        if peak == 0.0:
+            continue
+        windows = _windows(seg, poly.history)
+        outputs = count * len(poly.phases)
+        y = (windows @ poly.band32).reshape(-1)[:outputs]
+        beat = float(best) + float(np.spacing(best)) / 2.0  # the least |value| whose float32 can exceed best
+        if float(max(y.max(), -y.min())) + _rounding_bound(poly, peak, _U32) >= beat:
+            best = max(best, np.float32(_refine(windows, seg, poly, outputs, peak, beat)))
+    return max(float(best), sample_peak)
+
+
 def true_peaks(x: np.ndarray, sample_rate: int) -> list[float]:
-    """Linear true peak of each channel of ``x`` (channels, n): BS.1770-4 Annex 2 oversampling (4x below
-    96 kHz, 2x below 192 kHz, none above), with libebur128's 49-tap interpolator; equals its values."""
-    factor = 4 if sample_rate < 96000 else 2 if sample_rate < 192000 else 1
-    if factor == 1:
-        return [float(np.abs(c).max()) if c.size else 0.0 for c in x]
-    phases = _interpolator(factor)
-    return [_channel_true_peak(np.ascontiguousarray(c, dtype=np.float32), phases) for c in x]
+    """Linear true peak of each channel of ``x`` (channels, n), float samples in [-1, 1]: ITU-R BS.1770-4 Annex 2
+    with libebur128's interpolator and oversampling rule; the values of its ``ebur128_true_peak``."""
+    factor = oversampling_factor(sample_rate)
+    return [_channel_true_peak(channel, factor) for channel in np.atleast_2d(x)]
 
 
 @dataclass(frozen=True)

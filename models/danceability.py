@@ -10,24 +10,25 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, Audio, require_duration
+from models.base import Analyzer, Audio, AudioInput
 from models.essentia_runtime import essentia_standard
 
-MIN_SECONDS = 2.0
+AUDIO = AudioInput(sample_rate=44100, channels="mono", min_seconds=2.0)
 
 
 class DanceabilityAnalyzer(Analyzer):
     """Danceability (about 0-3, higher = more danceable) and the DFA exponents it is built from."""
 
+    inputs = {"audio": AUDIO}
+
     def __init__(self, min_tau_ms: float = 310.0, max_tau_ms: float = 8800.0, tau_multiplier: float = 1.1) -> None:
         es = essentia_standard()
         self._danceability = es.Danceability(
-            sampleRate=44100, minTau=min_tau_ms, maxTau=max_tau_ms, tauMultiplier=tau_multiplier
+            sampleRate=AUDIO.sample_rate, minTau=min_tau_ms, maxTau=max_tau_ms, tauMultiplier=tau_multiplier
         )
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Run Danceability on the whole track."""
-        require_duration(audio, MIN_SECONDS, "danceability")
         self._danceability.reset()
         value, dfa = self._danceability(np.ascontiguousarray(audio.samples, dtype=np.float32))
         return {"danceability": float(value), "dfa": [float(v) for v in dfa]}

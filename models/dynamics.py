@@ -11,27 +11,29 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, AnalyzerError, Audio, require_duration
+from models.base import Analyzer, AnalyzerError, Audio, AudioInput
 from models.essentia_runtime import essentia_standard
 
-
-def _mono(audio: Audio, minimum: float, what: str) -> np.ndarray:
-    """Contiguous float32 samples, or AnalyzerError when the track is shorter than ``minimum`` seconds."""
-    require_duration(audio, minimum, what)
-    return np.ascontiguousarray(audio.samples, dtype=np.float32)
+RATE = 44100  # both algorithms' filters are designed for the rate they are given; this one is the catalogue's
 
 
 class DynamicComplexityAnalyzer(Analyzer):
     """Dynamic complexity (dB of loudness fluctuation) and Essentia's rough loudness estimate (dB)."""
 
+    inputs = {"audio": AudioInput(sample_rate=RATE, channels="mono", min_seconds=0.4)}  # two default 0.2 s frames
+
     def __init__(self, frame_seconds: float = 0.2) -> None:
+        if not 0 < frame_seconds <= 0.2:
+            raise ValueError(
+                f"frame_seconds must be in (0, 0.2] (the declared minimum input is two frames), got {frame_seconds}"
+            )
         es = essentia_standard()
         self.frame_seconds = frame_seconds
-        self._algorithm = es.DynamicComplexity(sampleRate=44100, frameSize=frame_seconds)
+        self._algorithm = es.DynamicComplexity(sampleRate=RATE, frameSize=frame_seconds)
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Run DynamicComplexity on the whole track."""
-        x = _mono(audio, 2 * self.frame_seconds, "dynamic complexity")
+        x = np.ascontiguousarray(audio.samples, dtype=np.float32)
         self._algorithm.reset()
         complexity, loudness = self._algorithm(x)
         return {"dynamic_complexity": float(complexity), "loudness": float(loudness)}
@@ -40,15 +42,15 @@ class DynamicComplexityAnalyzer(Analyzer):
 class ReplayGainAnalyzer(Analyzer):
     """ReplayGain (dB to add to reach the reference level), Essentia's implementation."""
 
-    MIN_SECONDS = 0.1
+    inputs = {"audio": AudioInput(sample_rate=RATE, channels="mono", min_seconds=0.1)}
 
     def __init__(self) -> None:
         es = essentia_standard()
-        self._algorithm = es.ReplayGain(sampleRate=44100)
+        self._algorithm = es.ReplayGain(sampleRate=RATE)
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Run ReplayGain on the whole track; digital silence has no defined gain."""
-        x = _mono(audio, self.MIN_SECONDS, "replay gain")
+        x = np.ascontiguousarray(audio.samples, dtype=np.float32)
         if not np.any(x):
             raise AnalyzerError("replay gain is undefined for digital silence")
         self._algorithm.reset()

@@ -41,7 +41,14 @@ def configure_tensorflow(where: placement.Placement) -> bool:
 
 
 def essentia_standard() -> ModuleType:
-    """Return ``essentia.standard`` with TF sized to this replica and TensorFlow/Essentia info logging silenced."""
+    """Return ``essentia.standard`` with TF sized to this replica, TensorFlow/Essentia info logging silenced, and
+    its algorithm classes created on first use.
+
+    ``import essentia.standard`` normally builds a Python class for each of Essentia's ~300 algorithms, which
+    instantiates every one of them once (TensorFlow's included): about 105 MB more per process than the handful
+    an analyzer uses (measured with benchmarks/memory.py). So the import builds only ``FrameCutter`` (which
+    essentia's own Python helpers need at import) and the rest are built when first looked up.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "essentia.standard" not in sys.modules and placement.is_configured():  # leave scripts and tests alone
         configure_tensorflow(placement.current())
@@ -49,6 +56,23 @@ def essentia_standard() -> ModuleType:
 
     essentia.log.infoActive = False
     essentia.log.warningActive = False
-    import essentia.standard as es
+    if "essentia.standard" in sys.modules:
+        return sys.modules["essentia.standard"]
+    from essentia import _essentia
 
+    every = _essentia.keys
+    _essentia.keys = lambda: ["FrameCutter"]  # what essentia.standard builds while it is imported
+    try:
+        import essentia.standard as es
+    finally:
+        _essentia.keys = every
+    names = frozenset(every())
+
+    def build(name: str) -> type:
+        """The class of algorithm ``name``, built (once) when something first asks the module for it."""
+        if name not in names:
+            raise AttributeError(f"module 'essentia.standard' has no attribute {name!r}")
+        return es._create_essentia_class(name, es.__name__)  # it also sets the module attribute
+
+    es.__getattr__ = build  # PEP 562: consulted only for names not yet on the module
     return es

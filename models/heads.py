@@ -1,46 +1,30 @@
-"""Essentia's transfer-learning models: an audio embedding network plus a small classification/regression head.
+"""Transfer-learning heads on a shared embedding backbone (the model graph's leaves).
 
-This is the pipeline behind the hosted API's genre, mood, voice, danceability ... models: 16 kHz mono audio →
-Discogs-EffNet (``TensorflowPredictEffnetDiscogs``, 1280-d) or MSD-MusiCNN (``TensorflowPredictMusiCNN``,
-200-d) embeddings per patch → the head (``TensorflowPredict2D``, node names from the head's metadata JSON) →
-mean over patches. Alonso-Jiménez et al., "TensorFlow Audio Models in Essentia", ICASSP 2020; models and
-metadata from https://essentia.upf.edu/models.html (MTG weights: CC BY-NC-SA 4.0, fetched by
-``mirstream models fetch``; the MSD-MusiCNN graph is the one packaged in models/weights/musicnn).
+MTG's heads are small networks on per-patch embeddings (Alonso-Jiménez et al., "TensorFlow Audio Models in
+Essentia", ICASSP 2020): for MSD-MusiCNN 200 → dense 100 (ReLU) → 2 (softmax) for moods and danceability, and
+200 → affine batch norm → dense 2 for arousal/valence. ``ClassifierHead``/``RegressionHead`` take the backbone
+node's per-patch ``embeddings`` (models.musicnn.MusiCNNBackbone), run the head on every patch and average over
+patches, as Essentia's examples do. The runtime follows the head file: ONNX heads (models/weights/mtg: converted
+from MTG's TF.js files by tools/mtg/convert.py, or MTG's own Discogs-EffNet ONNX heads) run on onnxruntime, so
+their replicas never load TensorFlow; MTG's downloadable TensorFlow heads (.pb) run on Essentia's
+``TensorflowPredict2D``. Weights: CC BY-NC-SA 4.0 / CC BY-NC-ND 4.0 (non-commercial), models/weights/mtg/README.md.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from models import placement
-from models.base import Analyzer, AnalyzerError, Audio, require_duration
-from models.essentia_runtime import configure_tensorflow
-from models.musicnn import verify_checksum
+from models.base import Analyzer, AnalyzerError, Input, ModelInput
+from models.tf_graph import graph_node_names
 
 SAMPLE_RATE = 16000
-ROLES = ("embedding", "head", "metadata")
-
-
-@dataclass(frozen=True)
-class Extractor:
-    """An embedding network as Essentia runs it: algorithm, embedding node, and the audio one patch needs."""
-
-    algorithm: str
-    output: str
-    min_seconds: float
-
-
-# The shortest audio that yields one patch, measured with Essentia 2.1b6 (fewer samples give no patch):
-# EffNet 128 frames = 127 hops of 256 + 1 samples, MusiCNN 187 frames = 185 hops of 256 + 1 samples.
-EXTRACTORS = {
-    "discogs-effnet": Extractor("TensorflowPredictEffnetDiscogs", "PartitionedCall:1", (127 * 256 + 1) / SAMPLE_RATE),
-    "msd-musicnn": Extractor("TensorflowPredictMusiCNN", "model/dense/BiasAdd", (185 * 256 + 1) / SAMPLE_RATE),
-}
+ONNX_MAGIC_FIELD = 0x08  # ModelProto field 1 (ir_version, varint): the first byte of every ONNX file
 
 
 class MetadataError(ValueError):
@@ -119,73 +103,106 @@ def parse_metadata(text: str | bytes) -> HeadMetadata:
     )
 
 
-class EmbeddingHeadAnalyzer(Analyzer):
-    """Embedding network + head, loaded once per replica from the files the registry's ``weights`` name.
+class Head(Analyzer):
+    """A head on the backbone's per-patch embeddings; ``weight_files``: ``head`` (.onnx or .pb) and ``metadata``.
 
-    ``weight_files`` (role → absolute path of ``embedding``, ``head``, ``metadata``) is filled in by the server
-    from the models directory; the registry entry only says which embedding network the head expects.
+    The metadata (MTG's layout: ``classes``, ``type``, ``schema.inputs/outputs``) gives the labels in output
+    order and the input/output tensor names; a 3-D ONNX input ([n, 1, D], emomusic's flatten_in) gets a unit axis.
     """
 
-    def __init__(
-        self,
-        embedding: str,
-        top_n: int = 5,
-        value_range: list[float] | None = None,
-        weight_files: dict[str, str] | None = None,
-    ) -> None:
-        if embedding not in EXTRACTORS:
-            raise ValueError(f"unknown embedding {embedding!r}; known: {', '.join(EXTRACTORS)}")
-        missing = [r for r in ROLES if r not in (weight_files or {})]
-        if missing:
-            raise ValueError(f"weight files for {', '.join(missing)} were not given (run `mirstream models fetch`)")
-        assert weight_files is not None
-        self.extractor = EXTRACTORS[embedding]
-        self.embedding = embedding
-        self.top_n = top_n
-        self.value_range = [float(v) for v in value_range] if value_range else None
+    inputs: ClassVar[Mapping[str, Input]] = {"backbone": ModelInput(requires=("embeddings",))}
+
+    def __init__(self, weight_files: dict[str, str] | None = None) -> None:
+        files = weight_files or {}
+        if "head" not in files or "metadata" not in files:
+            raise ValueError("a head needs weight_files with its 'head' (.onnx or .pb) and 'metadata' (.json)")
         try:
-            self.meta = parse_metadata(Path(weight_files["metadata"]).read_bytes())
+            self.meta = parse_metadata(Path(files["metadata"]).read_bytes())
         except MetadataError as exc:
-            raise ValueError(f"{weight_files['metadata']}: {exc}") from None
-        embedding_graph = Path(weight_files["embedding"])
-        if (embedding_graph.parent / "SHA256SUMS").is_file():  # a graph packaged with mirstream (MSD-MusiCNN)
-            verify_checksum(embedding_graph)
-        configure_tensorflow(placement.current())  # thread pools and GPU visibility, before TF starts
-        from models.essentia_runtime import essentia_standard
-
-        es = essentia_standard()
-        self._embed = getattr(es, self.extractor.algorithm)(
-            graphFilename=str(embedding_graph), output=self.extractor.output
+            raise ValueError(f"{Path(files['metadata']).name}: {exc}") from None
+        self._run = (
+            _onnx_runner(files["head"], self.meta)
+            if files["head"].endswith(".onnx")
+            else _tf_runner(files["head"], self.meta)
         )
-        head_options: dict[str, Any] = {"input": self.meta.input, "output": self.meta.output}
-        if self.meta.input_dims:
-            head_options["dimensions"] = self.meta.input_dims  # avoids a reload on the first call
-        self._head = es.TensorflowPredict2D(graphFilename=weight_files["head"], **head_options)
 
-    def predictions(self, audio: Audio) -> np.ndarray:
-        """Per-patch head outputs, shape (patches, classes)."""
-        require_duration(audio, self.extractor.min_seconds, f"the {self.embedding} embedding (one patch)")
-        embeddings = np.asarray(self._embed(np.ascontiguousarray(audio.samples, dtype=np.float32)))
-        self.check_cancelled()
-        if embeddings.ndim != 2 or embeddings.shape[0] == 0:
-            raise AnalyzerError(f"the {self.embedding} network produced no embeddings for this audio")
-        out = np.asarray(self._head(embeddings), dtype=np.float64)
-        if out.ndim != 2 or out.shape[1] != len(self.meta.classes):
-            raise AnalyzerError(
-                f"the head returned shape {out.shape} but its metadata lists {len(self.meta.classes)} classes"
-            )
+    @classmethod
+    def check_weight(cls, role: str, path: Path) -> None:
+        """Format check of a downloaded file: metadata parses; an .onnx starts like a ModelProto; a .pb is a
+        GraphDef (with the nodes the metadata next to it names, when it is there)."""
+        if role == "metadata":
+            try:
+                parse_metadata(path.read_bytes())
+            except MetadataError as exc:
+                raise ValueError(f"bad metadata: {exc}") from None
+        elif role == "head" and path.suffix == ".onnx":
+            with path.open("rb") as f:
+                if f.read(1) != bytes([ONNX_MAGIC_FIELD]):
+                    raise ValueError(f"{path.name} is not an ONNX model (no ir_version field first)")
+        elif role == "head":
+            try:
+                nodes = graph_node_names(path.read_bytes())
+            except ValueError as exc:
+                raise ValueError(f"not a TensorFlow GraphDef ({exc})") from None
+            meta_path = path.with_suffix(".json")
+            if meta_path.is_file():
+                meta = parse_metadata(meta_path.read_bytes())
+                absent = [t for t in (meta.input, meta.output) if t.rsplit(":", 1)[0] not in nodes]
+                if absent:
+                    raise ValueError(f"the head graph has no node(s) {', '.join(absent)} named by its metadata")
+
+    def per_patch(self, embeddings: np.ndarray) -> np.ndarray:
+        """Head outputs for every patch, shape (patches, classes)."""
+        x = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise AnalyzerError(f"the backbone gave embeddings of shape {x.shape}; the head needs (patches, dims)")
+        if self.meta.input_dims is not None and x.shape[1] != self.meta.input_dims:
+            raise AnalyzerError(f"the head takes {self.meta.input_dims}-d embeddings, the backbone gave {x.shape[1]}")
+        out = np.asarray(self._run(x), dtype=np.float64).reshape(len(x), -1)
+        if out.shape[1] != len(self.meta.classes):
+            raise AnalyzerError(f"the head gave {out.shape[1]} values but its metadata lists {len(self.meta.classes)}")
         return out
 
-    def analyze(self, audio: Audio) -> dict[str, Any]:
-        """Mean head output over patches, as top-N/labels/activations (classifiers) or named values (regressors)."""
-        out = self.predictions(audio)
+
+def _onnx_runner(path: str, meta: HeadMetadata) -> Any:
+    """(patches, D) → head outputs with onnxruntime (sessions sized to this replica's placement)."""
+    from models.onnx_runtime import create_session
+
+    session = create_session(path)
+    names = {i.name: i for i in session.get_inputs()}
+    if meta.input not in names or meta.output not in {o.name for o in session.get_outputs()}:
+        raise ValueError(f"{Path(path).name} has no input {meta.input!r} or output {meta.output!r}")
+    rank = len(names[meta.input].shape)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run([meta.output], {meta.input: x[:, None, :] if rank == 3 else x})[0]
+
+    return run
+
+
+def _tf_runner(path: str, meta: HeadMetadata) -> Any:
+    """(patches, D) → head outputs with Essentia's TensorflowPredict2D (MTG's .pb heads)."""
+    from models.essentia_runtime import essentia_standard
+
+    options: dict[str, Any] = {"input": meta.input, "output": meta.output}
+    if meta.input_dims:
+        options["dimensions"] = meta.input_dims  # avoids a reload on the first call
+    predict = essentia_standard().TensorflowPredict2D(graphFilename=path, **options)
+    return lambda x: predict(x)
+
+
+class ClassifierHead(Head):
+    """Class probabilities averaged over patches: the top N, all labels and all activations (output order)."""
+
+    def __init__(self, top_n: int = 5, weight_files: dict[str, str] | None = None) -> None:
+        super().__init__(weight_files)
+        self.top_n = max(1, int(top_n))
+
+    def analyze(self, backbone: Mapping[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        """Classify one track from its backbone results."""
+        out = self.per_patch(backbone["embeddings"])
         mean = out.mean(axis=0)
         labels = list(self.meta.classes)
-        if self.meta.regression:
-            result: dict[str, Any] = {"values": {name: float(v) for name, v in zip(labels, mean, strict=True)}}
-            if self.value_range:
-                result["range"] = self.value_range
-            return result
         order = np.argsort(-mean, kind="stable")[: self.top_n]
         return {
             "top": [{"label": labels[i], "score": float(mean[i])} for i in order],
@@ -193,3 +210,19 @@ class EmbeddingHeadAnalyzer(Analyzer):
             "activations": [float(v) for v in mean],
             "patches": int(out.shape[0]),
         }
+
+
+class RegressionHead(Head):
+    """Regression values averaged over patches, by name (metadata classes), with the scale they live on."""
+
+    def __init__(self, value_range: list[float] | None = None, weight_files: dict[str, str] | None = None) -> None:
+        super().__init__(weight_files)
+        self.value_range = [float(v) for v in value_range] if value_range else None
+
+    def analyze(self, backbone: Mapping[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        """Regress one track's values from its backbone results."""
+        mean = self.per_patch(backbone["embeddings"]).mean(axis=0)
+        result: dict[str, Any] = {"values": {n: float(v) for n, v in zip(self.meta.classes, mean, strict=True)}}
+        if self.value_range:
+            result["range"] = self.value_range
+        return result

@@ -9,8 +9,9 @@ channel rather than duplicated (duplicating would read 3.01 LU too loud). Essent
 two channels only, so 5.0 and 5.1 files (FFmpeg channel order: FL FR FC [LFE] BL BR) are measured
 with libebur128 instead: surrounds weighted 1.41, LFE excluded, as BS.1770-4 prescribes.
 True peak (ITU-R BS.1770-4 Annex 2: 4x oversampling, max absolute value over channels) comes from
-models.bs1770.true_peaks (default: libebur128's interpolator, evaluated only where it can exceed the
-sample peak, same values ~6x faster), libebur128 itself (pyebur128) or Essentia's TruePeakDetector.
+models.bs1770.true_peaks (default: libebur128's values to the bit, its interpolator run as chunked matrix
+products, several times faster whatever the material), libebur128 itself (pyebur128) or Essentia's
+TruePeakDetector.
 """
 
 from __future__ import annotations
@@ -21,11 +22,8 @@ from typing import Any
 import numpy as np
 
 from models import bs1770
-from models.base import Analyzer, AnalyzerError, Audio, require_duration
+from models.base import Analyzer, AnalyzerError, Audio, AudioInput
 from models.essentia_runtime import essentia_standard
-
-MIN_SECONDS = 0.4  # one momentary (400 ms) block
-
 
 TRUE_PEAK_BACKENDS = ("bs1770", "libebur128", "essentia", "off")
 LOUDNESS_BACKENDS = ("bs1770", "essentia")
@@ -78,6 +76,10 @@ def _curve(values: np.ndarray) -> list[float | None]:
 class LoudnessEBUR128Analyzer(Analyzer):
     """Integrated loudness (LUFS), loudness range (LU), max momentary/short-term and their curves."""
 
+    # the file's own rate and every channel (BS.1770 weights channels; a downmix would change the loudness);
+    # at least one momentary (400 ms) block
+    inputs = {"audio": AudioInput(sample_rate=None, channels="original", min_seconds=0.4)}
+
     def __init__(
         self, hop_seconds: float = 0.1, curves: bool = True, true_peak: str = "bs1770", backend: str = "bs1770"
     ) -> None:
@@ -86,7 +88,8 @@ class LoudnessEBUR128Analyzer(Analyzer):
         if backend not in LOUDNESS_BACKENDS:
             raise ValueError(f"backend must be one of {LOUDNESS_BACKENDS}, got {backend!r}")
         self.backend = backend
-        self._es = essentia_standard()
+        # Essentia (and the TensorFlow it loads) only for the backends that use it
+        self._es = essentia_standard() if "essentia" in (backend, true_peak) else None
         self.hop_seconds = hop_seconds
         self.curves = curves
         self.true_peak = true_peak
@@ -129,7 +132,6 @@ class LoudnessEBUR128Analyzer(Analyzer):
             raise AnalyzerError(
                 f"loudness-ebur128 supports mono, stereo, 5.0 and 5.1 audio; this file has {x.shape[0]} channels"
             )
-        require_duration(audio, MIN_SECONDS, "loudness")
         channels = x
         if self.backend == "bs1770":
             m = bs1770.measure(x, audio.sample_rate, self.hop_seconds)

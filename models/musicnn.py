@@ -1,150 +1,193 @@
-"""Auto-tagging and embeddings with MusiCNN (Pons & Serra, ISMIR 2019 LBD) on essentia-tensorflow.
+"""MusiCNN (Pons & Serra, ISMIR 2019 LBD) on essentia-tensorflow: one forward pass per track, many consumers.
 
-The graphs in ``models/weights/musicnn/`` are musicnn 0.1.0's MSD and MTT checkpoints frozen with MTG's
-node names by ``tools/musicnn/freeze_musicnn.py``; Essentia's ``TensorflowPredictMusiCNN`` computes the
-log-mel patches (96 bands, 512/256 frames at 16 kHz, 187 frames = 3 s per patch, hop 93 frames) and runs
-the graph. Results are means over patches, as in Essentia's model examples.
+``MusiCNNBackbone`` cuts the log-mel patches exactly as Essentia's ``TensorflowPredictMusiCNN`` does (frames of
+512 samples every 256 at 16 kHz, ``TensorflowInputMusiCNN``'s 96 log-mel bands, 187-frame = 3 s patches every
+``patch_hop_size`` frames, a trailing partial patch discarded) and runs the graph once with
+``TensorflowPredict`` fetching two nodes: the tag sigmoids (``model/Sigmoid``) and the 200-d embedding
+(``model/dense/BiasAdd``, the input of MTG's transfer-learning heads). Its results keep the per-patch arrays;
+the thin views below (and the heads in models/heads.py) format them. Results are means over patches, as in
+Essentia's model examples. Graphs: models/weights/musicnn (musicnn 0.1.0 checkpoints frozen with MTG's node
+names, ISC) and models/weights/mtg (MTG's genre_dortmund MusiCNN, CC BY-NC-SA 4.0).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from models import placement
-from models.base import Analyzer, AnalyzerError, Audio, require_duration
-from models.essentia_runtime import configure_tensorflow, essentia_standard
+from models.base import Analyzer, AnalyzerError, Audio, AudioInput, Input, ModelInput
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SAMPLE_RATE = 16000
-FRAME_HOP = 256  # samples between mel frames (TensorflowInputMusiCNN)
-PATCH_FRAMES = 187  # frames per patch, the graphs' fixed input length
-MIN_SECONDS = 3.0  # one patch; Essentia gives no patch (an empty result) below ~2.96 s
+FRAME_SIZE = 512  # samples per STFT frame (TensorflowInputMusiCNN)
+FRAME_HOP = 256  # samples between frames
+PATCH_FRAMES = 187  # frames per patch: the graphs' fixed input length (3 s)
+MEL_BANDS = 96
 INPUT_NODE = "model/Placeholder"
-log = logging.getLogger("mirstream.models")
+AUDIO = AudioInput(sample_rate=SAMPLE_RATE, channels="mono", min_seconds=3.0)  # one patch needs 2.96 s
 
 
-class ModelFilesError(RuntimeError):
-    """A weights file is missing, outside the weights folder, or not the one SHA256SUMS records."""
+def mel_bands(samples: np.ndarray) -> np.ndarray:
+    """Log-mel frames (n, 96) exactly as TensorflowPredictMusiCNN computes them (FrameCutter 512/256 with its
+    defaults, then TensorflowInputMusiCNN); standard mode, ~10x faster here than an equivalent streaming chain."""
+    from models.essentia_runtime import essentia_standard
+
+    es = essentia_standard()
+    signal = np.ascontiguousarray(samples, dtype=np.float32)
+    mel = es.TensorflowInputMusiCNN()
+    bands = [mel(frame) for frame in es.FrameGenerator(signal, frameSize=FRAME_SIZE, hopSize=FRAME_HOP)]
+    return np.asarray(bands, dtype=np.float32).reshape(-1, MEL_BANDS)
 
 
-def weights_file(relative: str) -> Path:
-    """Resolve a registry ``graph`` param against the installed weights folder (never outside it)."""
-    path = (WEIGHTS_DIR / relative).resolve()
-    if not path.is_relative_to(WEIGHTS_DIR.resolve()):
-        raise ModelFilesError(f"{relative!r} is outside the weights folder {WEIGHTS_DIR}")
-    if not path.is_file():
-        raise ModelFilesError(f"weights file {path} is missing (the package was installed without its weights?)")
-    return path
+def patch_stack(bands: np.ndarray, size: int, hop: int) -> np.ndarray:
+    """(n, size, 96) patches starting every ``hop`` frames; frames after the last whole patch are dropped
+    (Essentia's ``lastPatchMode="discard"``). MusiCNN takes 187-frame patches, Discogs-EffNet 128."""
+    if len(bands) < size:
+        return np.zeros((0, size, MEL_BANDS), np.float32)
+    return np.stack([bands[s : s + size] for s in range(0, len(bands) - size + 1, hop)])
 
 
-def verify_checksum(path: Path) -> str:
-    """Check ``path`` against the SHA256SUMS file in its folder; return the digest."""
-    sums_file = path.parent / "SHA256SUMS"
-    if not sums_file.is_file():
-        raise ModelFilesError(f"no SHA256SUMS next to {path}")
-    expected = {}
-    for line in sums_file.read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        if name:
-            expected[name.strip()] = digest.strip()
-    if path.name not in expected:
-        raise ModelFilesError(f"{sums_file} has no checksum for {path.name}")
-    actual = hashlib.sha256(path.read_bytes()).hexdigest()
-    if actual != expected[path.name]:
-        raise ModelFilesError(
-            f"{path} has SHA-256 {actual} but {sums_file} records {expected[path.name]}: the file was altered "
-            "or corrupted; reinstall the package or rerun tools/musicnn/freeze_musicnn.py"
-        )
-    return actual
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The MTG-style JSON next to a graph: classes and the output nodes by purpose (predictions, embeddings)."""
+    meta = json.loads(path.read_text())
+    outputs = {o.get("output_purpose"): o["name"] for o in meta.get("schema", {}).get("outputs", [])}
+    if not meta.get("classes") or "predictions" not in outputs or "embeddings" not in outputs:
+        raise ValueError(f"{path}: needs 'classes' and schema outputs for 'predictions' and 'embeddings'")
+    return meta
 
 
-class MusiCNNModel(Analyzer):
-    """Loads one frozen MusiCNN graph (checksum-verified) and returns one output node's per-patch values."""
+class MusiCNNBackbone(Analyzer):
+    """One MusiCNN forward pass: per-patch tag activations (n, C) and embeddings (n, 200) as numpy arrays.
 
-    def __init__(self, graph: str, output: str, patch_hop_size: int = 93, batch_size: int = 1) -> None:
-        path = weights_file(graph)
-        verify_checksum(path)
-        self.metadata = _read_metadata(path)
-        outputs = {o["name"]: o for o in self.metadata["schema"]["outputs"]}
-        if output not in outputs:
-            raise ModelFilesError(f"{path.name} has no output node {output!r} (it has {sorted(outputs)})")
-        self.output_size = int(outputs[output]["shape"][-1])
-        self.patch_hop_s = patch_hop_size * FRAME_HOP / SAMPLE_RATE
-        configure_tensorflow(placement.current())
-        es = essentia_standard()
-        self._predict = es.TensorflowPredictMusiCNN(
-            graphFilename=str(path),
-            input=INPUT_NODE,
-            output=output,
-            patchHopSize=patch_hop_size,
-            batchSize=batch_size,
-        )
+    ``weight_files`` holds the ``graph`` (.pb) and its ``metadata`` (.json, classes and node names).
+    ``batch_size`` patches go through TensorFlow per session run (1 = least CPU time and memory on CPU).
+    """
 
-    def patches(self, audio: Audio) -> np.ndarray:
-        """The output node's values for every 3 s patch, shape (patches, output_size)."""
-        require_duration(audio, MIN_SECONDS, "MusiCNN (one 3 s patch)")
-        self._predict.reset()
-        values = np.asarray(self._predict(np.ascontiguousarray(audio.samples, dtype=np.float32)), dtype=np.float32)
-        if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] != self.output_size:
-            raise AnalyzerError(f"MusiCNN returned no usable patches (shape {values.shape}) for this audio")
-        return values
-
-
-def _read_metadata(graph: Path) -> dict[str, Any]:
-    """The MTG-style JSON next to the graph (classes, schema), checksum-verified like the graph."""
-    path = graph.with_suffix(".json")
-    if not path.is_file():
-        raise ModelFilesError(f"metadata file {path} is missing")
-    verify_checksum(path)
-    return json.loads(path.read_text())
-
-
-class MusiCNNTagger(MusiCNNModel):
-    """Multi-label tags: sigmoid activations averaged over patches, the full vector and the top N."""
+    inputs: ClassVar[Mapping[str, Input]] = {"audio": AUDIO}
 
     def __init__(
-        self, graph: str, output: str = "model/Sigmoid", top_n: int = 10, patch_hop_size: int = 93, batch_size: int = 1
+        self, patch_hop_size: int = 93, batch_size: int = 1, weight_files: dict[str, str] | None = None
     ) -> None:
-        super().__init__(graph, output, patch_hop_size, batch_size)
-        self.labels = [str(c) for c in self.metadata["classes"]]
-        if len(self.labels) != self.output_size:
-            raise ModelFilesError(f"{graph}: {len(self.labels)} classes for {self.output_size} outputs")
-        self.top_n = max(1, min(int(top_n), len(self.labels)))
+        files = weight_files or {}
+        if "graph" not in files or "metadata" not in files:
+            raise ValueError("MusiCNNBackbone needs weight_files with a 'graph' and its 'metadata'")
+        meta = read_metadata(Path(files["metadata"]))
+        outputs = {o.get("output_purpose"): o["name"] for o in meta["schema"]["outputs"]}
+        self.labels = [str(c) for c in meta["classes"]]
+        self.tags_node, self.embedding_node = outputs["predictions"], outputs["embeddings"]
+        self.hop = int(patch_hop_size)
+        self.batch_size = max(1, int(batch_size))
+        self.patch_hop_s = self.hop * FRAME_HOP / SAMPLE_RATE
+        from models.essentia_runtime import essentia_standard
+
+        self._predict = essentia_standard().TensorflowPredict(
+            graphFilename=files["graph"], inputs=[INPUT_NODE], outputs=[self.tags_node, self.embedding_node]
+        )
+
+    @classmethod
+    def check_weight(cls, role: str, path: Path) -> None:
+        """Format check of a downloaded file: the metadata must name classes and both output nodes."""
+        if role == "metadata":
+            read_metadata(path)
+        elif role == "graph" and path.stat().st_size < 1024:
+            raise ValueError(f"{path.name} is {path.stat().st_size} bytes: not a MusiCNN graph")
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tag activations and embeddings for a stack of patches (n, 187, 96), ``batch_size`` at a time."""
+        import essentia
+
+        tags, embeddings = [], []
+        for start in range(0, len(x), self.batch_size):
+            self.check_cancelled()
+            batch = x[start : start + self.batch_size]
+            pool = essentia.Pool()
+            pool.set(INPUT_NODE, np.ascontiguousarray(batch[:, None], dtype=np.float32))  # [b, 1, 187, 96]
+            out = self._predict(pool)
+            tags.append(np.asarray(out[self.tags_node], np.float32).reshape(len(batch), -1))
+            embeddings.append(np.asarray(out[self.embedding_node], np.float32).reshape(len(batch), -1))
+        return np.concatenate(tags), np.concatenate(embeddings)
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
-        """Tag one track."""
-        patches = self.patches(audio)
-        activations = patches.mean(axis=0)
-        order = np.argsort(-activations, kind="stable")[: self.top_n]
+        """Per-patch activations and embeddings of one track (arrays, for the views and heads downstream)."""
+        x = patch_stack(mel_bands(audio.samples), PATCH_FRAMES, self.hop)
+        if len(x) == 0:
+            raise AnalyzerError(f"audio is {audio.duration:.2f} s long; MusiCNN needs one 3 s patch")
+        activations, embeddings = self.forward(x)
+        if activations.shape[1] != len(self.labels):
+            raise AnalyzerError(f"the graph gave {activations.shape[1]} activations for {len(self.labels)} classes")
         return {
-            "top": [{"label": self.labels[i], "score": float(activations[i])} for i in order],
+            "activations": activations,
+            "embeddings": embeddings,
             "labels": self.labels,
-            "activations": [float(v) for v in activations],
-            "patches": int(patches.shape[0]),
+            "patches": len(x),
             "patch_hop_s": self.patch_hop_s,
         }
 
 
-class MusiCNNEmbeddings(MusiCNNModel):
-    """Per-patch embeddings (the penultimate dense layer, before its ReLU) and their mean."""
+def tag_summary(backbone: Mapping[str, Any], top_n: int) -> dict[str, Any]:
+    """Mean activation per class over patches, the top N (best first, ties in output order) and all labels."""
+    per_patch = np.asarray(backbone["activations"], dtype=np.float32)
+    labels = list(backbone["labels"])
+    mean = per_patch.mean(axis=0)
+    order = np.argsort(-mean, kind="stable")[: max(1, min(int(top_n), len(labels)))]
+    return {
+        "top": [{"label": labels[i], "score": float(mean[i])} for i in order],
+        "labels": labels,
+        "activations": [float(v) for v in mean],
+        "patches": int(per_patch.shape[0]),
+        "patch_hop_s": float(backbone["patch_hop_s"]),
+    }
+
+
+class MusiCNNTags(Analyzer):
+    """Tags view of a backbone's results: mean sigmoid per tag, the full vector and the top N."""
+
+    inputs: ClassVar[Mapping[str, Input]] = {"backbone": ModelInput(requires=("activations", "labels", "patch_hop_s"))}
+
+    def __init__(self, top_n: int = 10) -> None:
+        self.top_n = int(top_n)
+
+    def analyze(self, backbone: Mapping[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        """Format one track's backbone results as tags."""
+        return tag_summary(backbone, self.top_n)
+
+
+class MusiCNNEmbeddingsView(Analyzer):
+    """Embeddings view of a backbone's results: the per-patch 200-d vectors and their mean."""
+
+    inputs: ClassVar[Mapping[str, Input]] = {"backbone": ModelInput(requires=("embeddings", "patch_hop_s"))}
+
+    def analyze(self, backbone: Mapping[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        """Format one track's backbone results as embeddings."""
+        frames = np.asarray(backbone["embeddings"], dtype=np.float32)
+        return {
+            "embedding": [float(v) for v in frames.mean(axis=0)],
+            "dimensions": int(frames.shape[1]),
+            "frames": frames.tolist(),
+            "frame_hop_s": float(backbone["patch_hop_s"]),
+        }
+
+
+class MusiCNNClassifier(Analyzer):
+    """A complete MusiCNN classifier on audio (its own network, e.g. genre_dortmund): backbone + tags view in
+    one node, for graphs that no other entry shares."""
+
+    inputs: ClassVar[Mapping[str, Input]] = {"audio": AUDIO}
 
     def __init__(
-        self, graph: str, output: str = "model/dense/BiasAdd", patch_hop_size: int = 93, batch_size: int = 1
+        self, top_n: int = 10, patch_hop_size: int = 93, batch_size: int = 1, weight_files: dict[str, str] | None = None
     ) -> None:
-        super().__init__(graph, output, patch_hop_size, batch_size)
+        self.network = MusiCNNBackbone(patch_hop_size, batch_size, weight_files)
+        self.top_n = int(top_n)
+
+    @classmethod
+    def check_weight(cls, role: str, path: Path) -> None:
+        """The backbone's format checks (metadata names classes and both outputs)."""
+        MusiCNNBackbone.check_weight(role, path)
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
-        """Embed one track."""
-        patches = self.patches(audio)
-        return {
-            "embedding": [float(v) for v in patches.mean(axis=0)],
-            "dimensions": int(patches.shape[1]),
-            "frames": [[float(v) for v in row] for row in patches],
-            "frame_hop_s": self.patch_hop_s,
-        }
+        """Class activations of one track, formatted like the tag views."""
+        return tag_summary(self.network.analyze(audio), self.top_n)

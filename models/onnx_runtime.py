@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
-
-import onnxruntime as ort
+from typing import TYPE_CHECKING, Any
 
 from models import placement
+
+if TYPE_CHECKING:  # onnxruntime is imported where a session is built, so that reading a models module stays cheap
+    import onnxruntime as ort
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -30,6 +31,8 @@ def choose_providers(place: placement.Placement, available: Sequence[str]) -> li
 
 def session_options(threads: int) -> ort.SessionOptions:
     """Sequential execution, ``threads`` intra-op threads, one inter-op thread, all graph optimisations."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -43,6 +46,8 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 def create_session(model: str | os.PathLike[str] | bytes) -> ort.InferenceSession:
     """An InferenceSession for a model file (or serialized bytes) placed as ``placement.current()`` says."""
+    import onnxruntime as ort
+
     place = placement.current()
     source = model if isinstance(model, bytes) else os.fspath(model)
     return ort.InferenceSession(

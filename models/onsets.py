@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, Audio, require_duration
+from models.base import Analyzer, Audio, AudioInput
 from models.essentia_runtime import essentia_standard
-
-MIN_SECONDS = 0.5
 
 
 class OnsetsAnalyzer(Analyzer):
     """Onset times (s), their count and rate (onsets per second) for 44.1 kHz mono audio."""
+
+    inputs = {"audio": AudioInput(sample_rate=44100, channels="mono", min_seconds=0.5)}  # OnsetRate is 44.1 kHz only
 
     def __init__(self) -> None:
         es = essentia_standard()
@@ -25,7 +25,6 @@ class OnsetsAnalyzer(Analyzer):
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Run OnsetRate on the whole track."""
-        require_duration(audio, MIN_SECONDS, "onsets")
         self._onset_rate.reset()
         onsets, rate = self._onset_rate(np.ascontiguousarray(audio.samples, dtype=np.float32))
         return {

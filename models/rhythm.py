@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, AnalyzerError, Audio, require_duration
+from models.base import Analyzer, AnalyzerError, Audio, AudioInput
 from models.essentia_runtime import essentia_standard
-
-MIN_SECONDS = 2.0
 
 
 class RhythmAnalyzer(Analyzer):
     """bpm, beat times (s), and RhythmExtractor2013's secondary outputs for 44.1 kHz mono audio."""
+
+    inputs = {"audio": AudioInput(sample_rate=44100, channels="mono", min_seconds=2.0)}  # the extractor's own rate
 
     def __init__(
         self, method: str = "degara", min_tempo: int = 40, max_tempo: int = 208, bpm_curve_seconds: float | None = None
@@ -32,7 +32,6 @@ class RhythmAnalyzer(Analyzer):
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Run the rhythm extractor on the whole track."""
-        require_duration(audio, MIN_SECONDS, "tempo")
         x = np.ascontiguousarray(audio.samples, dtype=np.float32)
         if not np.any(x):
             raise AnalyzerError("no beats in digital silence")  # Essentia would answer 738 BPM

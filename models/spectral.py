@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, AnalyzerError, Audio
+from models.base import Analyzer, Audio, AudioInput
 from models.essentia_runtime import essentia_standard
 
-SAMPLE_RATE = 44100
+AUDIO = AudioInput(sample_rate=44100, channels="mono", min_seconds=2048 / 44100)  # one default frame
+SAMPLE_RATE = AUDIO.sample_rate
 SCALARS = ("spectral_centroid", "spectral_rolloff", "spectral_flux", "zerocrossingrate")
 
 
@@ -32,7 +33,13 @@ def _stats(values: np.ndarray) -> dict[str, float]:
 class SpectralSummaryAnalyzer(Analyzer):
     """Per-descriptor statistics (centroid Hz, roll-off Hz, flux, ZCR) plus MFCC means and variances."""
 
+    inputs = {"audio": AUDIO}
+
     def __init__(self, frame_size: int = 2048, hop_size: int = 1024, mfcc_coefficients: int = 13) -> None:
+        if frame_size > 2048:
+            raise ValueError(
+                f"frame_size must be at most 2048 (the declared minimum input is one such frame), got {frame_size}"
+            )
         self._es = es = essentia_standard()
         self.frame_size, self.hop_size = frame_size, hop_size
         self._window = es.Windowing(type="blackmanharris62", size=frame_size)
@@ -63,8 +70,6 @@ class SpectralSummaryAnalyzer(Analyzer):
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Summarise the frame-wise descriptors over the whole track."""
-        if audio.samples.shape[-1] < self.frame_size:
-            raise AnalyzerError(f"audio is {audio.duration:.3f} s long; spectral needs at least one frame")
         rows = self.frames(np.ascontiguousarray(audio.samples, dtype=np.float32))
         result: dict[str, Any] = {name: _stats(rows[name]) for name in SCALARS}
         result["mfcc_mean"] = [float(v) for v in rows["mfcc"].mean(axis=0)]

@@ -10,29 +10,24 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, AnalyzerError, Audio, require_duration
+from models.base import Analyzer, AnalyzerError, Audio, AudioInput
 from models.essentia_runtime import essentia_standard
 
-MIN_SECONDS = 2.0
-SAMPLE_RATE = 44100
-
-
-def _check_length(audio: Audio, what: str) -> np.ndarray:
-    """Contiguous float32 samples, or AnalyzerError when shorter than MIN_SECONDS."""
-    require_duration(audio, MIN_SECONDS, what)
-    return np.ascontiguousarray(audio.samples, dtype=np.float32)
+AUDIO = AudioInput(sample_rate=44100, channels="mono", min_seconds=2.0)
 
 
 class PercivalAnalyzer(Analyzer):
     """Global tempo (BPM) with Essentia PercivalBpmEstimator on 44.1 kHz mono audio."""
 
+    inputs = {"audio": AUDIO}
+
     def __init__(self, min_bpm: int = 50, max_bpm: int = 210) -> None:
         es = essentia_standard()
-        self._estimate = es.PercivalBpmEstimator(sampleRate=SAMPLE_RATE, minBPM=min_bpm, maxBPM=max_bpm)
+        self._estimate = es.PercivalBpmEstimator(sampleRate=AUDIO.sample_rate, minBPM=min_bpm, maxBPM=max_bpm)
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Run the estimator on the whole track."""
-        x = _check_length(audio, "tempo")
+        x = np.ascontiguousarray(audio.samples, dtype=np.float32)
         self._estimate.reset()
         bpm = float(self._estimate(x))
         if not bpm > 0:
@@ -48,6 +43,8 @@ class OctaveTempoAnalyzer(Analyzer):
     counts half notes, and finally folded into ``prefer_range`` (inclusive BPM bounds, a tempo prior).
     """
 
+    inputs = {"audio": AUDIO}
+
     def __init__(
         self, prefer_range: tuple[float, float] | list[float] = (60.0, 200.0), max_onsets_per_beat: float = 2.5
     ) -> None:
@@ -56,12 +53,12 @@ class OctaveTempoAnalyzer(Analyzer):
             raise ValueError(f"prefer_range must be [lo, hi] with 0 < lo and hi >= 2*lo, got {prefer_range!r}")
         es = essentia_standard()
         self.lo, self.hi, self.max_onsets_per_beat = lo, hi, float(max_onsets_per_beat)
-        self._percival = es.PercivalBpmEstimator(sampleRate=SAMPLE_RATE, minBPM=40, maxBPM=250)
+        self._percival = es.PercivalBpmEstimator(sampleRate=AUDIO.sample_rate, minBPM=40, maxBPM=250)
         self._onset_rate = es.OnsetRate()
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Estimate P, measure onsets per beat, pick the octave, fold into the preferred range."""
-        x = _check_length(audio, "tempo")
+        x = np.ascontiguousarray(audio.samples, dtype=np.float32)
         self._percival.reset()
         self._onset_rate.reset()
         base = float(self._percival(x))

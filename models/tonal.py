@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Analyzer, AnalyzerError, Audio, require_duration
+from models.base import Analyzer, AnalyzerError, Audio, AudioInput
 from models.essentia_runtime import essentia_standard
 
-SAMPLE_RATE = 44100
-MIN_SECONDS = 1.0
+AUDIO = AudioInput(sample_rate=44100, channels="mono", min_seconds=1.0)
+SAMPLE_RATE = AUDIO.sample_rate
 PITCH_CLASS = {
     "C": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "F": 5, "F#": 6,
     "Gb": 6, "G": 7, "G#": 8, "Ab": 8, "A": 9, "A#": 10, "Bb": 10, "B": 11,
@@ -65,6 +65,8 @@ def chord_segments(labels: list[str], strengths: np.ndarray, hop_seconds: float,
 class ChordsAnalyzer(Analyzer):
     """Chord segments with times, their roman numerals in the detected key, and ChordsDescriptors stats."""
 
+    inputs = {"audio": AUDIO}
+
     def __init__(self, frame_size: int = 4096, hop_size: int = 2048, key_profile: str = "bgate") -> None:
         es = essentia_standard()
         self.frame_size, self.hop_size = frame_size, hop_size
@@ -74,7 +76,6 @@ class ChordsAnalyzer(Analyzer):
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Detect chords frame by frame, merge them into segments and describe them against the key."""
-        require_duration(audio, MIN_SECONDS, "chords")
         x = np.ascontiguousarray(audio.samples, dtype=np.float32)
         # a fresh TonalExtractor per track (1.5 ms): reset() does not clear its chord progression
         extractor = self._es.TonalExtractor(frameSize=self.frame_size, hopSize=self.hop_size)
@@ -106,13 +107,14 @@ class TuningAnalyzer(Analyzer):
     as -38 (the nearest equal-tempered grid); Essentia's own value stays in ``essentia_frequency``.
     """
 
+    inputs = {"audio": AUDIO}
+
     def __init__(self, frame_size: int = 4096, hop_size: int = 2048) -> None:
         es = essentia_standard()
         self._extract = es.TuningFrequencyExtractor(frameSize=frame_size, hopSize=hop_size)
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Essentia's running estimate after the last frame is the track's tuning frequency."""
-        require_duration(audio, MIN_SECONDS, "tuning")
         self._extract.reset()
         per_frame = self._extract(np.ascontiguousarray(audio.samples, dtype=np.float32))
         if len(per_frame) == 0:

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
 from typing import Any
 
 import mido
 import numpy as np
 
 from models import onnx_runtime
-from models.base import Analyzer, AnalyzerError, Audio, require_duration
-
-MODEL_PATH = Path(__file__).resolve().parent / "weights" / "basic_pitch" / "nmp.onnx"
+from models.base import Analyzer, Audio, AudioInput
 
 SAMPLE_RATE = 22050
 FFT_HOP = 256
@@ -39,7 +36,6 @@ KEPT_FRAMES = FRAMES_PER_WINDOW - OVERLAP_FRAMES
 FPS = SAMPLE_RATE // FFT_HOP  # 86: basic-pitch's nominal frame rate, used for trimming as it does
 MIDI_OFFSET = 21  # the posteriorgram's first bin is A0
 ENERGY_TOLERANCE = 11  # frames a note may dip below frame_threshold before it ends
-MIN_SECONDS = 0.5
 # the graph's tensor names (basic-pitch inference.Model.predict)
 INPUT = "serving_default_input_2:0"
 OUTPUTS = {"note": "StatefulPartitionedCall:1", "onset": "StatefulPartitionedCall:2"}
@@ -209,6 +205,8 @@ def midi_file(notes: list[dict[str, Any]]) -> bytes:
 class BasicPitchTranscriber(Analyzer):
     """Notes (start, end, MIDI pitch, velocity, name) from 22050 Hz mono audio; optionally a MIDI file."""
 
+    inputs = {"audio": AudioInput(sample_rate=SAMPLE_RATE, channels="mono", min_seconds=0.5)}
+
     def __init__(
         self,
         midi: bool = False,
@@ -225,8 +223,9 @@ class BasicPitchTranscriber(Analyzer):
         self.min_frames = int(round(minimum_note_ms / 1000 * SAMPLE_RATE / FFT_HOP))
         self.melodia_trick = melodia_trick
         self.windows_per_run = windows_per_run
-        # the server passes the registry's verified `weights` (role "model"); plain scripts use the vendored file
-        self._session = onnx_runtime.create_session((weight_files or {}).get("model", MODEL_PATH))
+        if not weight_files or "model" not in weight_files:
+            raise ValueError("weight_files['model'] (basic-pitch's nmp.onnx, from the registry's weights) is required")
+        self._session = onnx_runtime.create_session(weight_files["model"])
 
     def posteriorgrams(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Note and onset posteriorgrams (frames x 88) for the whole track, a few windows per run."""
@@ -243,9 +242,6 @@ class BasicPitchTranscriber(Analyzer):
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Transcribe the track; notes sorted by start time (then pitch)."""
-        if audio.sample_rate != SAMPLE_RATE or audio.samples.ndim != 1:
-            raise AnalyzerError(f"basic-pitch needs {SAMPLE_RATE} Hz mono audio")
-        require_duration(audio, MIN_SECONDS, "note transcription")
         note, onset = self.posteriorgrams(audio.samples)
         self.check_cancelled()
         events = decode_notes(

@@ -1,5 +1,11 @@
-"""mirstream's server: ingress → decode once → fan out to model deployments → Server-Sent Events.
+"""mirstream: a music-audio analysis server (ingress → decode once → model graph → Server-Sent Events).
 
-Read the modules in request order: request.py, audio_source.py, decode.py, stream.py (+ events.py),
-then the two ways of running models: ray_app.py (Ray Serve deployments) and local_app.py (process pool).
+Folders, in the order a request meets them:
+- ``contract/``  the wire format (events, schemas) shared with the client; no server dependency
+- ``ingress/``   the HTTP surface and the request path: request → audio_source → decode → model_graph → stream
+- ``registry/``  model_registry.yaml: entries, the model graph, deployment descriptions, availability
+- ``runners/``   where models run: Ray Serve deployments or in-process pools, behind one interface
+- ``ops/``       launcher, weights download, KubeRay render, offline batch runs
+- ``observability/`` logs and metrics; ``cli/`` the ``mirstream`` command; ``client/`` the Python client
+Nothing is imported here, so ``serve_app.client`` works with the base install (no Ray, no model runtimes).
 """

@@ -7,8 +7,9 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_REGISTRY = REPO_ROOT / "model_registry.yaml"
+# The registry ships inside the package (serve_app/model_registry.yaml links to the repository's top-level file,
+# and wheels carry a copy), so every kind of install finds it.
+DEFAULT_REGISTRY = Path(__file__).resolve().parent / "model_registry.yaml"
 
 
 def _env_float(name: str, default: float) -> float:
@@ -78,12 +79,15 @@ class Settings:
     api_key_hashes: frozenset[str] = field(default=frozenset(), repr=False)
     rate_limit_per_second: float | None = None
     rate_limit_burst: int = 10
-    shutdown_grace_s: float = 60.0
+    shutdown_grace_s: float = 10.0  # SIGTERM → open streams may finish this long, then end cleanly; all gone soon after
     log_level: str = "INFO"
     log_format: str = "json"
     metrics_port: int | None = None  # Ray's metrics export port; None = Ray picks a free one
     models_dir: Path = field(default_factory=default_models_dir)  # downloaded weights (mirstream models fetch)
     allow_noncommercial: bool = True  # False: models whose weights are non-commercial only are not served
+    warm: frozenset[str] | None = None  # models kept running (None: the registry's warm: flags); others start on use
+    idle_seconds: float = 300.0  # a cold model's replicas stop after this long without work (scale to zero)
+    address: str | None = None  # an existing Ray cluster to deploy onto (None: start an embedded Ray)
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (CLI flags win over the environment)."""
@@ -125,7 +129,18 @@ def settings_from_env() -> Settings:
         if os.environ.get("MIRSTREAM_MODELS_DIR", "").strip()
         else default_models_dir(),
         allow_noncommercial=_env_switch("MIRSTREAM_NONCOMMERCIAL", base.allow_noncommercial),
+        warm=parse_warm(os.environ["MIRSTREAM_WARM"]) if os.environ.get("MIRSTREAM_WARM", "").strip() else None,
+        idle_seconds=_env_float("MIRSTREAM_IDLE_SECONDS", base.idle_seconds),
+        address=os.environ.get("RAY_ADDRESS", "").strip() or None,
     )
+
+
+def parse_warm(value: str) -> frozenset[str]:
+    """``key,bpm_degara:1`` → the models to keep warm (``all`` and ``none`` allowed); names are checked later."""
+    items = frozenset(v.strip().lower() for v in value.split(",") if v.strip())
+    if not items:
+        raise ValueError(f"MIRSTREAM_WARM / --warm {value!r}: name models (or 'all' / 'none')")
+    return items
 
 
 def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:

@@ -42,6 +42,7 @@ MAX_UPLOAD = 8 * 2**20
 MAX_SECONDS = 60.0
 MAX_MODELS = 5
 MAX_STREAMS = 3
+IDLE_SECONDS = 4.0  # cold fixture models go back to zero this long after their last request
 
 
 def free_port() -> int:
@@ -71,6 +72,7 @@ def make_settings(port: int, models_dir: Path | None = None) -> Settings:
         max_models_per_request=MAX_MODELS,
         max_concurrent_streams=MAX_STREAMS,
         models_dir=models_dir or SESSION_TMP / "models",
+        idle_seconds=IDLE_SECONDS,
     )
 
 
@@ -134,7 +136,7 @@ def running_local_server(registry: Registry, settings: Settings) -> Iterator[str
     """The in-process mode (process pools, no Ray) served by uvicorn on loopback, until the block ends."""
     import uvicorn
 
-    from serve_app.local_app import create_local_app
+    from serve_app.runners.in_process import create_local_app
 
     app, _runner = create_local_app(registry, settings)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
@@ -159,7 +161,7 @@ def local_server(registry: Registry) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def ray_server(registry: Registry) -> Iterator[str]:
     """The real Ray Serve app on a local Ray instance (one per test session)."""
-    from serve_app import launcher
+    from serve_app.ops import launcher
 
     settings = launcher.start_ray(make_settings(free_port()))
     try:
@@ -168,7 +170,7 @@ def ray_server(registry: Registry) -> Iterator[str]:
         wait_healthy(base)
         yield base
     finally:
-        launcher.shutdown()
+        launcher.shutdown(settings)
 
 
 @pytest.fixture(scope="session")
@@ -239,3 +241,31 @@ def server(request: pytest.FixtureRequest) -> str:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove the run's private temp dir (Ray's session logs live there too)."""
     shutil.rmtree(SESSION_TMP, ignore_errors=True)
+
+
+def catalogue_entry(spec: str) -> object:
+    """A real model_registry.yaml entry (``name`` or ``name:version``) with its packaged weights resolved, as a
+    server would deploy it; for tests that go through AnalyzerHost (where inputs and weights are checked)."""
+    from serve_app.config import DEFAULT_REGISTRY
+    from serve_app.registry import load_registry
+    from serve_app.registry.availability import resolve_availability
+
+    registry = resolve_availability(load_registry(DEFAULT_REGISTRY), make_settings(0))
+    name, _, version = spec.partition(":")
+    entry = registry.find(name, version or None)
+    assert entry is not None and entry in registry.entries, f"{spec} is not served: {registry.why_withheld(entry)}"
+    return entry
+
+
+SERVER_FIXTURES = frozenset(
+    {"server", "local_server", "ray_server", "ray_address", "serve_instance", "musicnn_server", "web_server", "cdn"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tiers: a test that starts a real server (or uses one) is marked ``server``; browser and multi-node tests
+    carry ``browser`` / ``cluster`` themselves. ``pytest -m "not server and not cluster and not browser"`` is the
+    fast unit tier."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)

@@ -1,17 +1,25 @@
-"""Test-only analyzers (registered by tests/fixture_registry.yaml): failing, slow and crashing ones."""
+"""Test-only analyzers (registered by tests/fixture_registry.yaml): failing, slow, crashing and batching ones,
+plus a small model graph (a backbone that counts its runs and heads that echo which run they were given)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
+import uuid
 from typing import Any
 
-from models.base import Analyzer, AnalyzerError, Audio, BatchAnalyzer, Cancelled
+import numpy as np
+
+from models.base import Analyzer, AnalyzerError, Audio, AudioInput, BatchAnalyzer, Cancelled, ModelInput
+
+AUDIO = {"audio": AudioInput(sample_rate=16000, channels="mono")}
 
 
 class FailingAnalyzer(Analyzer):
     """Always raises, to prove one model's failure becomes its own error event."""
+
+    inputs = AUDIO
 
     def __init__(self, message: str = "fixture model failed on purpose") -> None:
         self.message = message
@@ -27,6 +35,8 @@ class SlowAnalyzer(Analyzer):
     The counters come back in the results, so tests can see whether a cancelled run stopped early
     (``cancelled`` grew) or was never started (neither grew).
     """
+
+    inputs = AUDIO
 
     def __init__(self, seconds: float = 1.5) -> None:
         self.seconds = seconds
@@ -50,6 +60,8 @@ class SlowAnalyzer(Analyzer):
 class CrashingAnalyzer(Analyzer):
     """Kills its own process (like a segfault or OOM kill) on audio shorter than ``crash_below_seconds``."""
 
+    inputs = AUDIO
+
     def __init__(self, crash_below_seconds: float = 2.0) -> None:
         self.crash_below_seconds = crash_below_seconds
 
@@ -66,6 +78,8 @@ class BatchRecordingAnalyzer(BatchAnalyzer):
     ``analyze_batch`` stands in for one forward pass (``seconds_per_batch``, checking for cancellation), so
     concurrent requests queue up behind it; tracks shorter than ``fail_below_seconds`` fail alone.
     """
+
+    inputs = AUDIO
 
     def __init__(self, seconds_per_batch: float = 0.5, fail_below_seconds: float = 0.5) -> None:
         self.seconds_per_batch = seconds_per_batch
@@ -94,3 +108,63 @@ class BatchRecordingAnalyzer(BatchAnalyzer):
             }
             for a in audios
         ]
+
+
+class CountingBackbone(Analyzer):
+    """A graph node that others consume: each run gets a fresh id, the process counts its runs, and the per-frame
+    values are a numpy array (what real backbones hand their heads)."""
+
+    inputs = AUDIO
+
+    def __init__(self, seconds: float = 0.3) -> None:
+        self.seconds = seconds
+        self.runs = 0
+
+    def analyze(self, audio: Audio) -> dict[str, Any]:
+        """Sleep a little (so requests overlap), then report this run."""
+        time.sleep(self.seconds)
+        self.runs += 1
+        frames = np.asarray(audio.samples[: 16000 * 2], dtype=np.float32).reshape(-1, 100)[:8]
+        return {"run": uuid.uuid4().hex, "runs": self.runs, "pid": os.getpid(), "frames": frames}
+
+
+class EchoHead(Analyzer):
+    """A head on CountingBackbone: says which backbone run fed it and checks the array arrived intact."""
+
+    inputs = {"backbone": ModelInput(requires=("run", "frames"))}
+
+    def analyze(self, backbone: dict[str, Any]) -> dict[str, Any]:
+        """Echo the upstream run id and a checksum of its frames."""
+        frames = backbone["frames"]
+        return {"upstream_run": backbone["run"], "is_array": isinstance(frames, np.ndarray), "sum": float(frames.sum())}
+
+
+class AfterAnything(Analyzer):
+    """A node downstream of any model: counts its runs, so tests see that it never ran when its upstream failed
+    or its request went away."""
+
+    inputs = {"upstream": ModelInput()}
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def analyze(self, upstream: dict[str, Any]) -> dict[str, Any]:
+        """Report what it was given and how often this process ran it."""
+        self.runs += 1
+        return {"upstream_keys": sorted(upstream), "runs": self.runs}
+
+
+class ColdStart(Analyzer):
+    """A model that takes ``load_seconds`` to load (like a network's weights) and fails to load when told to:
+    what a request meets when it needs a deployment scaled to zero."""
+
+    inputs = AUDIO
+
+    def __init__(self, load_seconds: float = 1.0, broken: bool = False) -> None:
+        if broken:
+            raise RuntimeError("fixture model cannot load on purpose")
+        time.sleep(load_seconds)
+
+    def analyze(self, audio: Audio) -> dict[str, Any]:
+        """Report this replica's process."""
+        return {"pid": os.getpid(), "duration": audio.duration}

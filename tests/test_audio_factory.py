@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from serve_app.decode import decode as server_decode
+from serve_app.ingress.decode import decode as server_decode
 from tests.audio_factory import (
     FORMATS,
     a_minor_cadence,

@@ -8,11 +8,11 @@ from urllib.parse import quote
 
 import pytest
 
-from serve_app import audio_source
-from serve_app.audio_source import audio_bytes
 from serve_app.config import Settings
-from serve_app.decode import AudioError
-from serve_app.request import AnalysisJob
+from serve_app.ingress import audio_source
+from serve_app.ingress.audio_source import audio_bytes
+from serve_app.ingress.decode import AudioError
+from serve_app.ingress.request import AnalysisJob
 from tests.sse import post
 
 

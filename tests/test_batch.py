@@ -24,8 +24,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from serve_app.analyzer_host import AnalyzerHost
-from serve_app.batch import (
+from serve_app.contract.events import DECODE_ERROR_PREFIX, jsonable
+from serve_app.ingress.decode import decode, representation
+from serve_app.ingress.request import parse_models
+from serve_app.ops.batch import (
     SCHEMA,
     BatchConfig,
     BatchError,
@@ -34,10 +36,8 @@ from serve_app.batch import (
     load_results,
     run_batch,
 )
-from serve_app.decode import decode, representation
-from serve_app.events import DECODE_ERROR_PREFIX, jsonable
 from serve_app.registry import ModelEntry, Registry
-from serve_app.request import parse_models
+from serve_app.runners.host import AnalyzerHost
 from tests.audio_factory import c_major_cadence, click_track, encode, sine
 from tests.conftest import registry_data
 
@@ -119,7 +119,7 @@ def _rows(out: str | Path, fmt: str = "parquet") -> dict[tuple[str, str], dict]:
 def _direct(entry: ModelEntry, data: bytes) -> dict:
     """What the server computes for this file: same decoder, representation and AnalyzerHost."""
     audio = representation(decode(data, 30 * 60.0), entry.input)
-    return jsonable(AnalyzerHost(entry).run(audio).results)
+    return jsonable(AnalyzerHost(entry).run({"audio": audio}).results)
 
 
 def _cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -208,6 +208,30 @@ def test_list_file_to_jsonl_with_model_errors(
         assert rows[(missing, key)]["status"] == "error" and "cannot read" in rows[(missing, key)]["error"]
     with pytest.raises(BatchError, match="already holds jsonl"):
         OutputStore(str(out), "parquet")
+
+
+def test_the_model_graph_runs_each_backbone_once_per_track(
+    ray_address: str, registry: Registry, catalogue: Path, tmp_path: Path
+) -> None:
+    """Batch mode runs the server's graph: rows only for the requested models (none for the backbone), both heads
+    of one track see the same backbone run, and a dependent of a failing model gets the server's error message."""
+    listing = tmp_path / "tracks.txt"
+    listing.write_text(f"{catalogue / 'click.mp3'}\n{catalogue / 'sub' / 'cadence.flac'}\n")
+    out = tmp_path / "out"
+    models = _models(registry, "fx_head:1,fx_head:2,fx_after_fail")
+    config = BatchConfig(source=str(listing), models=models, out=str(out), graph=registry.entries)
+    summary = run_batch(config)
+    assert summary.complete and summary.rows_written == 6 and summary.errors == 2
+    rows = _rows(out)
+    runs = []
+    for track in (str(catalogue / "click.mp3"), str(catalogue / "sub" / "cadence.flac")):
+        heads = [json.loads(rows[(track, k)]["results"]) for k in ("fx_head:1", "fx_head:2")]
+        assert heads[0]["upstream_run"] == heads[1]["upstream_run"] and all(h["is_array"] for h in heads)
+        runs.append(heads[0]["upstream_run"])
+        after = rows[(track, "fx_after_fail:1")]
+        assert after["status"] == "error" and "fail:1" in after["error"] and "on purpose" in after["error"]
+        assert (track, "fx_backbone:1") not in rows and (track, "fail:1") not in rows
+    assert runs[0] != runs[1]  # one backbone run per track
 
 
 def test_s3_input_and_output(ray_address: str, s3_endpoint: str, registry: Registry, catalogue: Path) -> None:

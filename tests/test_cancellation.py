@@ -12,8 +12,8 @@ import pytest
 from models.base import Audio, Cancelled, cancellable
 from models.loudness import LoudnessEBUR128Analyzer
 from models.spectral import SpectralSummaryAnalyzer
-from serve_app.local_app import ProcessPoolRunner
 from serve_app.registry import Registry
+from serve_app.runners.in_process import ProcessPoolRunner
 from tests.audio_factory import click_track, sine
 from tests.sse import post
 
@@ -46,14 +46,16 @@ def test_process_pool_cancel_drops_queued_work(registry: Registry) -> None:
     audio = Audio(np.zeros(16000, np.float32), 16000)
     runner = ProcessPoolRunner(Registry(entries=(slow,)))
 
+    inputs = {"audio": audio}
+
     async def scenario() -> tuple[dict, dict]:
-        first = asyncio.create_task(runner.run(slow, audio))
+        first = asyncio.create_task(runner.run(slow, inputs))
         await asyncio.sleep(0.5)
-        second = asyncio.create_task(runner.run(slow, audio))
+        second = asyncio.create_task(runner.run(slow, inputs))
         await asyncio.sleep(0.2)
         second.cancel()
         done_first = await first
-        return done_first.results, (await runner.run(slow, audio)).results
+        return done_first.output.results, (await runner.run(slow, inputs)).output.results
 
     try:
         first, third = asyncio.run(scenario())

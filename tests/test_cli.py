@@ -16,7 +16,7 @@ import yaml
 
 from serve_app.config import DEFAULT_REGISTRY, Settings
 from serve_app.registry import load_registry
-from serve_app.weights import resolve_availability
+from serve_app.registry.availability import resolve_availability
 from tests.conftest import free_port, registry_data, wait_healthy
 from tests.sse import parse
 
@@ -128,7 +128,7 @@ def test_progress_view_renders_each_model_state() -> None:
     """The live view (drawn on stderr in a terminal): spinner while running, time when done, error in red."""
     from rich.console import Console
 
-    from serve_app.cli import _FileRun
+    from serve_app.cli.analyze import _FileRun
     from serve_app.client import Completed, ModelError, Started
 
     run = _FileRun("song.mp3", ["key:1", "fail:1", "bpm_degara:1"])
@@ -217,8 +217,9 @@ def test_serve_with_ray_end_to_end(audio: dict[str, bytes], tmp_path: Path) -> N
 
 
 def test_serve_fails_fast_when_cpus_are_short() -> None:
-    """Too few CPUs for the catalogue: exit 1 with a message naming the deployments (the timeout guards a hang)."""
-    done = _run(["serve", "--port", str(free_port())], {"MIRSTREAM_RAY_NUM_CPUS": "1"}, timeout=120)
+    """Too few CPUs for the warm set: exit 1 with a message naming the deployments (the timeout guards a hang)."""
+    env = {"MIRSTREAM_RAY_NUM_CPUS": "1", "MIRSTREAM_WARM": "all"}  # every model kept running: 1.88 CPUs
+    done = _run(["serve", "--port", str(free_port())], env, timeout=120)
     assert done.returncode == 1
     line = next(ln for ln in done.stderr.splitlines() if "cannot start" in ln)
     assert "the cluster has 1 /" in line and "key-v1" in line and "ingress" in line, line

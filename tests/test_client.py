@@ -32,8 +32,8 @@ from serve_app.client import (
     ServerBusyError,
     Started,
     parse_event,
-    retry_after_seconds,
 )
+from serve_app.client.errors import retry_after_seconds
 from serve_app.config import hash_key
 from serve_app.registry import parse_registry
 from tests.conftest import free_port, make_settings, registry_data, running_local_server

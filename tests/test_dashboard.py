@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from serve_app.metrics import METRICS
+from serve_app.observability.metrics import METRICS
 from tests.conftest import REPO
 
 # Ray Serve built-ins the dashboard uses (seen on Ray 2.60's metrics export port)

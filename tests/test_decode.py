@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.base import InputSpec
-from serve_app.decode import AudioError, DecodedAudio, decode, representation
+from serve_app.ingress.decode import AudioError, DecodedAudio, decode, representation
 from tests.audio_factory import encode, sine
 
 

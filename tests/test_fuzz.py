@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serve_app.decode import AudioError, DecodedAudio, decode
+from serve_app.ingress.decode import AudioError, DecodedAudio, decode
 from tests.audio_factory import FORMATS, click_track, encode
 from tests.sse import parse
 

@@ -1,10 +1,8 @@
-"""The embedding+head pipeline (models/heads.py) on tiny generated TensorFlow graphs with known answers.
+"""Heads on a shared backbone (models/heads.py): MTG's downloadable TensorFlow (.pb) heads, their metadata, and
+the downloadable entries of the registry, with small TensorFlow graphs generated here (tests/tf_graphs.py).
 
-MTG's real weights cannot be downloaded here, so tests/tf_graphs.py writes frozen GraphDefs by hand that
-Essentia's TensorflowPredictMusiCNN / TensorflowPredictEffnetDiscogs / TensorflowPredict2D load exactly as
-they load MTG's: same node names, same metadata JSON layout. A zero embedding kernel makes every patch's
-embedding a known constant, so the head's output is known to float precision; a random kernel is checked
-against Essentia's algorithms called directly, and the real registry entries' schemas hold for the results.
+The shipped ONNX heads with MTG's real weights are tested in tests/test_mtg_models.py; the download path of these
+entries against a loopback server in tests/test_weights.py.
 """
 
 from __future__ import annotations
@@ -16,151 +14,86 @@ import jsonschema
 import numpy as np
 import pytest
 
-from models.base import AnalyzerError, Audio
-from models.essentia_runtime import essentia_standard
-from models.heads import EXTRACTORS, EmbeddingHeadAnalyzer, MetadataError, parse_metadata
-from serve_app.config import DEFAULT_REGISTRY
+from models.base import AnalyzerError
+from models.heads import ClassifierHead, Head, MetadataError, RegressionHead, parse_metadata
+from serve_app.config import DEFAULT_REGISTRY, Settings
 from serve_app.registry import load_registry
+from serve_app.registry.availability import resolve_availability
+from serve_app.runners.host import AnalyzerHost
 from tests import tf_graphs
-from tests.audio_factory import c_major_cadence
-
-SR = 16000
 
 
-def _write(tmp_path: Path, files: dict[str, bytes]) -> dict[str, str]:
-    """Write role → bytes as files; return role → path (the weight_files the server would inject)."""
+def _write(folder: Path, files: dict[str, bytes]) -> dict[str, str]:
+    """Write generated weight files; role → path as the server passes them."""
+    suffix = {"head": ".pb", "metadata": ".json", "graph": ".pb"}
     paths = {}
     for role, data in files.items():
-        path = tmp_path / f"{role}.{'json' if role == 'metadata' else 'pb'}"
+        path = folder / f"{role}{suffix[role]}"
         path.write_bytes(data)
         paths[role] = str(path)
     return paths
 
 
-@pytest.fixture(scope="module")
-def music() -> Audio:
-    """8 s of a C-major cadence at 16 kHz (content does not matter for the constant-embedding graphs)."""
-    samples = c_major_cadence(seconds_per_chord=2.0, repeats=1, sample_rate=SR)
-    return Audio(np.ascontiguousarray(samples, dtype=np.float32), SR)
+def _embeddings(n: int = 5, dims: int = 6, seed: int = 0) -> np.ndarray:
+    """Per-patch embeddings as a backbone hands them on (float32, patches x dims)."""
+    return np.random.default_rng(seed).normal(0, 1, (n, dims)).astype(np.float32)
 
 
-def test_softmax_head_on_musicnn_gives_the_known_probabilities(tmp_path: Path, music: Audio) -> None:
-    """Constant embedding → every patch gives softmax(b·W + c); the result is that, sorted, with all labels."""
-    model = tf_graphs.tiny_model("msd-musicnn", ("happy", "non_happy", "meh"))
-    analyzer = EmbeddingHeadAnalyzer("msd-musicnn", top_n=2, weight_files=_write(tmp_path, model.files))
-    result = analyzer.analyze(music)
-    assert result["labels"] == ["happy", "non_happy", "meh"]
-    np.testing.assert_allclose(result["activations"], model.expected, rtol=1e-6, atol=1e-7)
-    assert sum(result["activations"]) == pytest.approx(1.0, abs=1e-6)
-    order = np.argsort(-model.expected)[:2]
-    assert [t["label"] for t in result["top"]] == [model.classes[i] for i in order]
-    assert [t["score"] for t in result["top"]] == [result["activations"][i] for i in order]
-    # MusiCNN: 187-frame patches every 93 frames (hop 256 samples at 16 kHz) over 8 s of audio
-    frames = 8 * SR // 256
-    assert result["patches"] == (frames - 187) // 93 + 1
-
-
-def test_effnet_embedding_output_1_feeds_the_head(tmp_path: Path, music: Audio) -> None:
-    """Discogs-EffNet's embeddings are output 1 of ``PartitionedCall``: the head must see those, not output 0."""
-    model = tf_graphs.tiny_model("discogs-effnet", ("danceable", "not_danceable"), seed=3)
-    result = EmbeddingHeadAnalyzer("discogs-effnet", weight_files=_write(tmp_path, model.files)).analyze(music)
-    np.testing.assert_allclose(result["activations"], model.expected, rtol=1e-6, atol=1e-7)
-    wrong = tf_graphs.tiny_model("msd-musicnn", ("danceable", "not_danceable"), seed=3).expected  # output 0's answer
-    assert not np.allclose(result["activations"], wrong, atol=1e-3)
-
-
-def test_regression_head_reports_named_values_and_range(tmp_path: Path, music: Audio) -> None:
-    """An Identity head with classes [valence, arousal] → values by name (the raw mean), plus the given range."""
-    model = tf_graphs.tiny_model("msd-musicnn", ("valence", "arousal"), activation="Identity", kind="regressor")
-    analyzer = EmbeddingHeadAnalyzer("msd-musicnn", value_range=[1, 9], weight_files=_write(tmp_path, model.files))
-    result = analyzer.analyze(music)
-    assert set(result) == {"values", "range"} and result["range"] == [1.0, 9.0]
-    assert result["values"]["valence"] == pytest.approx(model.expected[0], abs=1e-6)
-    assert result["values"]["arousal"] == pytest.approx(model.expected[1], abs=1e-6)
-
-
-def test_head_matches_essentia_called_directly(tmp_path: Path, music: Audio) -> None:
-    """With an input-dependent embedding, the result is the mean over patches of the head applied to Essentia's
-    own embeddings (numpy recomputes the head from the known weights)."""
+def test_tensorflow_head_is_the_mean_of_its_per_patch_outputs(tmp_path: Path) -> None:
+    """A .pb head runs on Essentia's TensorflowPredict2D: the result is the per-patch sigmoid, averaged."""
     rng = np.random.default_rng(11)
-    kernel, bias = rng.normal(0, 0.05, (96, 6)).astype(np.float32), rng.normal(0, 0.1, 6).astype(np.float32)
     w, c = rng.normal(0, 1.0, (6, 4)).astype(np.float32), rng.normal(0, 0.1, 4).astype(np.float32)
     classes = ["rock", "pop", "jazz", "metal"]
     files = {
-        "embedding": tf_graphs.musicnn_like(kernel, bias),
         "head": tf_graphs.head(w, c, "Sigmoid", "model/Sigmoid", "model/Placeholder"),
         "metadata": tf_graphs.metadata(classes, "model/Placeholder", "model/Sigmoid", "multi-label classifier", 6),
     }
-    paths = _write(tmp_path, files)
-    result = EmbeddingHeadAnalyzer("msd-musicnn", top_n=4, weight_files=paths).analyze(music)
-    es = essentia_standard()
-    embeddings = es.TensorflowPredictMusiCNN(graphFilename=paths["embedding"], output="model/dense/BiasAdd")(
-        music.samples
-    )
-    assert embeddings.shape[0] == result["patches"] > 1 and np.ptp(embeddings, axis=0).max() > 0
-    expected = (1 / (1 + np.exp(-(embeddings.astype(np.float64) @ w + c)))).mean(axis=0)
+    x = _embeddings()
+    result = ClassifierHead(top_n=4, weight_files=_write(tmp_path, files)).analyze({"embeddings": x})
+    expected = (1 / (1 + np.exp(-(x.astype(np.float64) @ w + c)))).mean(axis=0)
     np.testing.assert_allclose(result["activations"], expected, rtol=1e-5)
+    assert result["labels"] == classes and result["patches"] == 5
     assert [t["score"] for t in result["top"]] == sorted(result["activations"], reverse=True)
 
 
-def test_registry_entries_validate_with_generated_weights(tmp_path: Path, music: Audio) -> None:
-    """The shipped entries (classifier on EffNet, regressor on MusiCNN) build from their params and their
-    results satisfy their own output_schema."""
-    registry = load_registry(DEFAULT_REGISTRY)
-    cases = [
-        ("mood_happy", tf_graphs.tiny_model("discogs-effnet", ("happy", "non_happy"))),
-        ("genre_discogs_400", tf_graphs.tiny_model("discogs-effnet", [f"G---S{i}" for i in range(7)], "Sigmoid")),
-        ("arousal_valence", tf_graphs.tiny_model("msd-musicnn", ("valence", "arousal"), "Identity", "regressor")),
-    ]
-    for name, model in cases:
-        entry = registry.find(name, None)
-        assert entry is not None and {w.role for w in entry.weights} == {"embedding", "head", "metadata"}
-        assert entry.noncommercial and entry.input.sample_rate == SR
-        folder = tmp_path / name
-        folder.mkdir()
-        analyzer = entry.load_class()(**entry.params, weight_files=_write(folder, model.files))
-        result = analyzer.analyze(music)
-        jsonschema.validate(result, entry.output_schema)
-        json.dumps(result, allow_nan=False)
+def test_tensorflow_regression_head_names_its_values(tmp_path: Path) -> None:
+    """An Identity head with classes [valence, arousal] → values by name (the raw mean), plus the given range."""
+    rng = np.random.default_rng(2)
+    w, c = rng.normal(0, 0.1, (6, 2)).astype(np.float32), np.array([5.0, 4.0], np.float32)
+    files = {
+        "head": tf_graphs.head(w, c, "Identity", "model/Identity", "model/Placeholder"),
+        "metadata": tf_graphs.metadata(["valence", "arousal"], "model/Placeholder", "model/Identity", "regressor", 6),
+    }
+    x = _embeddings(seed=3)
+    result = RegressionHead(value_range=[1, 9], weight_files=_write(tmp_path, files)).analyze({"embeddings": x})
+    expected = (x.astype(np.float64) @ w + c).mean(axis=0)
+    assert set(result) == {"values", "range"} and result["range"] == [1.0, 9.0]
+    assert [result["values"]["valence"], result["values"]["arousal"]] == pytest.approx(expected, abs=1e-5)
 
 
-@pytest.mark.parametrize(("embedding", "samples"), [("msd-musicnn", 47361), ("discogs-effnet", 32513)])
-def test_audio_shorter_than_one_patch_is_refused(tmp_path: Path, embedding: str, samples: int) -> None:
-    """One sample short of one patch (MusiCNN 2.96 s, EffNet 2.03 s) the analyzer says how long audio must be;
-    at exactly one patch it works, so the limit is Essentia's own and not a guess."""
-    model = tf_graphs.tiny_model(embedding)
-    analyzer = EmbeddingHeadAnalyzer(embedding, weight_files=_write(tmp_path, model.files))
-    assert round(EXTRACTORS[embedding].min_seconds * SR) == samples
-    with pytest.raises(AnalyzerError, match="needs at least"):
-        analyzer.analyze(Audio(np.zeros(samples - 1, np.float32), SR))
-    result = analyzer.analyze(Audio(np.zeros(samples, np.float32), SR))
-    assert result["patches"] == 1
-    np.testing.assert_allclose(result["activations"], model.expected, rtol=1e-6, atol=1e-7)
-
-
-def test_head_wider_than_its_metadata_is_an_error(tmp_path: Path, music: Audio) -> None:
+def test_head_wider_than_its_metadata_is_an_error(tmp_path: Path) -> None:
     """Metadata listing 2 classes for a 3-output head (no shape to catch it earlier) fails clearly at run time."""
-    model = tf_graphs.tiny_model("msd-musicnn", ("a", "b", "c"))
+    model = tf_graphs.tiny_model("msd-musicnn", ("a", "b", "c"), dims=6)
     doc = json.loads(model.files["metadata"])
     doc["classes"] = ["a", "b"]
     doc["schema"]["outputs"][0].pop("shape")
-    files = {**model.files, "metadata": json.dumps(doc).encode()}
-    analyzer = EmbeddingHeadAnalyzer("msd-musicnn", weight_files=_write(tmp_path, files))
-    with pytest.raises(AnalyzerError, match=r"metadata lists 2 classes"):
-        analyzer.analyze(music)
+    files = {"head": model.files["head"], "metadata": json.dumps(doc).encode()}
+    head = ClassifierHead(weight_files=_write(tmp_path, files))
+    with pytest.raises(AnalyzerError, match=r"gave 3 values but its metadata lists 2"):
+        head.analyze({"embeddings": _embeddings()})
+    with pytest.raises(AnalyzerError, match=r"takes 6-d embeddings, the backbone gave 4"):
+        head.analyze({"embeddings": _embeddings(dims=4)})
 
 
 def test_constructor_errors_name_the_problem(tmp_path: Path) -> None:
-    """Unknown embedding, missing weight files, bad metadata: each raises with a message that says so."""
-    model = tf_graphs.tiny_model()
-    paths = _write(tmp_path, model.files)
-    with pytest.raises(ValueError, match="unknown embedding 'vggish'"):
-        EmbeddingHeadAnalyzer("vggish", weight_files=paths)
-    with pytest.raises(ValueError, match="mirstream models fetch"):
-        EmbeddingHeadAnalyzer("msd-musicnn")
+    """Missing weight files or bad metadata: each raises with a message that says so."""
+    model = tf_graphs.tiny_model(dims=6)
+    paths = _write(tmp_path, {"head": model.files["head"], "metadata": model.files["metadata"]})
+    with pytest.raises(ValueError, match="'head'"):
+        ClassifierHead()
     Path(paths["metadata"]).write_text('{"classes": []}')
     with pytest.raises(ValueError, match="'classes' must be a non-empty list"):
-        EmbeddingHeadAnalyzer("msd-musicnn", weight_files=paths)
+        ClassifierHead(weight_files=paths)
 
 
 @pytest.mark.parametrize(
@@ -199,34 +132,56 @@ def test_metadata_parse_picks_the_predictions_output() -> None:
         parse_metadata(b"<html>502 Bad Gateway</html>")
 
 
-def test_arousal_valence_uses_the_packaged_musicnn_graph(tmp_path: Path, music: Audio) -> None:
-    """arousal_valence needs only its head from MTG: with a generated 200→2 head in the models dir it becomes
-    available, its embedding is models/weights/musicnn/msd-musicnn-1.pb, and the values are the head applied
-    to Essentia's own MSD-MusiCNN embeddings of the audio."""
-    from serve_app.config import Settings
-    from serve_app.weights import resolve_availability
+def test_tensorflow_head_check_weight_wants_the_named_nodes(tmp_path: Path) -> None:
+    """A downloaded .pb head must be a GraphDef holding the nodes its metadata (next to it) names."""
+    model = tf_graphs.tiny_model(dims=6)
+    (tmp_path / "h.pb").write_bytes(model.files["head"])
+    (tmp_path / "h.json").write_bytes(model.files["metadata"])
+    Head.check_weight("head", tmp_path / "h.pb")
+    doc = json.loads(model.files["metadata"])
+    doc["schema"]["outputs"][0]["name"] = "model/Missing"
+    (tmp_path / "h.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="no node"):
+        Head.check_weight("head", tmp_path / "h.pb")
+    (tmp_path / "page.pb").write_bytes(b"<html>not found</html>")
+    with pytest.raises(ValueError):
+        Head.check_weight("head", tmp_path / "page.pb")
 
-    entry = load_registry(DEFAULT_REGISTRY).find("arousal_valence", None)
+
+def test_downloadable_entries_are_withheld_until_fetched_then_run_in_the_graph(tmp_path: Path) -> None:
+    """The DEAM head (arousal_valence:deam-msd-musicnn-2) is withheld without its files, naming the fetch command;
+    with generated files in the models dir it is served, feeds on the shipped MSD-MusiCNN backbone, and its
+    results satisfy its schema."""
+    settings = Settings(models_dir=tmp_path)
+    registry = resolve_availability(load_registry(DEFAULT_REGISTRY), settings)
+    deam = registry.find("arousal_valence", "deam-msd-musicnn-2")
+    reason = registry.why_withheld(deam).reason
+    assert "mirstream models fetch arousal_valence" in reason and str(tmp_path) not in reason
+    assert registry.find("arousal_valence", None).version == "emomusic-msd-musicnn-1"  # served default
     rng = np.random.default_rng(2)
     w, c = rng.normal(0, 0.1, (200, 2)).astype(np.float32), np.array([5.0, 4.0], np.float32)
     files = {
         "head": tf_graphs.head(w, c, "Identity", "model/Identity", "model/Placeholder"),
         "metadata": tf_graphs.metadata(["valence", "arousal"], "model/Placeholder", "model/Identity", "regressor", 200),
     }
-    for weight in entry.weights:
-        if weight.role in files:
-            (tmp_path / weight.path).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / weight.path).write_bytes(files[weight.role])
-    registry = resolve_availability(load_registry(DEFAULT_REGISTRY), Settings(models_dir=tmp_path))
-    served = registry.find("arousal_valence", None)
-    assert served in registry.entries, registry.why_withheld(served)
-    packaged = served.params["weight_files"]["embedding"]
-    assert packaged.endswith("models/weights/musicnn/msd-musicnn-1.pb")
-    result = served.load_class()(**served.params).analyze(music)
+    for weight in deam.weights:
+        (tmp_path / weight.path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / weight.path).write_bytes(files[weight.role])
+    registry = resolve_availability(load_registry(DEFAULT_REGISTRY), settings)
+    served = registry.find("arousal_valence", "deam-msd-musicnn-2")
+    assert served in registry.entries and served.upstream == {"backbone": "musicnn_msd:1"}
+    x = _embeddings(n=3, dims=200)
+    result = AnalyzerHost(served).run({"backbone": {"embeddings": x}}).results
     jsonschema.validate(result, served.output_schema)
-    embeddings = essentia_standard().TensorflowPredictMusiCNN(graphFilename=packaged, output="model/dense/BiasAdd")(
-        music.samples
-    )
-    expected = (embeddings.astype(np.float64) @ w + c).mean(axis=0)
-    assert embeddings.shape[1] == 200 and result["range"] == [1.0, 9.0]
+    expected = (x.astype(np.float64) @ w + c).mean(axis=0)
     assert [result["values"]["valence"], result["values"]["arousal"]] == pytest.approx(expected, abs=1e-5)
+
+
+def test_effnet_heads_wait_for_their_backbone(tmp_path: Path) -> None:
+    """mood_happy:discogs-effnet-1 ships its head but needs the downloaded Discogs-EffNet backbone: withheld,
+    naming the backbone and the command, while mood_happy (msd-musicnn-1, shipped) is served."""
+    registry = resolve_availability(load_registry(DEFAULT_REGISTRY), Settings(models_dir=tmp_path))
+    effnet = registry.find("mood_happy", "discogs-effnet-1")
+    reason = registry.why_withheld(effnet).reason
+    assert "discogs_effnet:bs64-1" in reason and "mirstream models fetch mood_happy:discogs-effnet-1" in reason
+    assert registry.find("mood_happy", None) in registry.entries

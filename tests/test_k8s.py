@@ -1,7 +1,7 @@
-"""`mirstream k8s render`: committed manifests are fresh, golden files match, and every rendered object passes the
-schema of what consumes it (KubeRay's RayService CRD, Kubernetes' PodTemplateSpec, Ray Serve's ServeDeploySchema);
-the Dockerfiles agree with pyproject.toml; the plain Serve config starts with `serve run`, streams, moves a default
-live and stops without leaving a process behind.
+"""`mirstream k8s render`: the shipped registry renders, a small golden render matches, and every rendered object
+passes the schema of what consumes it (KubeRay's RayService CRD, Kubernetes' PodTemplateSpec, Ray Serve's
+ServeDeploySchema); the Dockerfiles agree with pyproject.toml; the plain Serve config starts with `serve run`,
+streams, moves a default live and stops without leaving a process behind.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from dockerfile_parse import DockerfileParser
 from ray.serve.schema import ServeDeploySchema
 
 from serve_app import cli
-from serve_app import k8s_render as kr
+from serve_app.ops import k8s_render as kr
 from serve_app.registry import parse_registry
+from serve_app.registry.deployment import INGRESS_NAME
 from tests.audio_factory import c_major_cadence, encode
 from tests.conftest import REPO, free_port, wait_healthy
 from tests.sse import post
@@ -106,12 +107,23 @@ def _validate_pod_template(template: dict[str, Any]) -> None:
 # --- generated files ---------------------------------------------------------------------------------------------
 
 
-def test_committed_manifests_match_the_registry() -> None:
-    """k8s/*.yaml are exactly what the registry renders to; after a registry change run `mirstream k8s render`."""
-    files = kr.render(REPO / "model_registry.yaml", kr.RenderOptions())
-    for name, text in files.items():
-        committed = (K8S / name).read_text()
-        assert committed == text, f"k8s/{name} is stale against model_registry.yaml: run `mirstream k8s render`"
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The manifests of the shipped registry, rendered now (they are generated at release, not committed)."""
+    out = tmp_path_factory.mktemp("k8s")
+    for name, text in kr.render(REPO / "model_registry.yaml", kr.RenderOptions()).items():
+        (out / name).write_text(text)
+    return out
+
+
+def _folder(source: str, shipped: Path) -> Path:
+    """Where the manifests of ``source`` ('shipped' or 'golden') are."""
+    return shipped if source == "shipped" else GOLDEN
+
+
+def test_nothing_generated_is_committed() -> None:
+    """Adding a model touches the registry and a class only: the manifests are rendered at release / in CI."""
+    assert not (K8S / kr.RAYSERVICE_FILE).exists() and not (K8S / kr.SERVE_CONFIG_FILE).exists()
 
 
 def test_golden_render() -> None:
@@ -166,10 +178,12 @@ def test_cli_flags_reach_the_manifest(tmp_path: Path) -> None:
 # --- schemas -------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("source", ["committed", "golden"])
-def test_rayservice_passes_the_kuberay_crd(source: str, crd_validator: jsonschema.Draft7Validator) -> None:
+@pytest.mark.parametrize("source", ["shipped", "golden"])
+def test_rayservice_passes_the_kuberay_crd(
+    source: str, shipped: Path, crd_validator: jsonschema.Draft7Validator
+) -> None:
     """The RayService validates against KubeRay's CRD schema with unknown fields rejected."""
-    path = (K8S if source == "committed" else GOLDEN) / kr.RAYSERVICE_FILE
+    path = _folder(source, shipped) / kr.RAYSERVICE_FILE
     service = _docs(path.read_text())
     errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in crd_validator.iter_errors(service)]
     assert errors == []
@@ -190,10 +204,10 @@ def test_crd_validator_rejects_mistakes(crd_validator: jsonschema.Draft7Validato
         assert list(crd_validator.iter_errors(bad)), bad["spec"]["rayClusterConfig"].keys()
 
 
-@pytest.mark.parametrize("source", ["committed", "golden"])
-def test_pod_templates_pass_kubernetes_schemas(source: str) -> None:
+@pytest.mark.parametrize("source", ["shipped", "golden"])
+def test_pod_templates_pass_kubernetes_schemas(source: str, shipped: Path) -> None:
     """Head and worker pod templates (the CRD embeds core/v1 PodTemplateSpec) pass strict Kubernetes validation."""
-    service = _docs(((K8S if source == "committed" else GOLDEN) / kr.RAYSERVICE_FILE).read_text())
+    service = _docs((_folder(source, shipped) / kr.RAYSERVICE_FILE).read_text())
     templates = _pod_templates(service)
     for template in templates.values():
         _validate_pod_template(template)
@@ -203,10 +217,10 @@ def test_pod_templates_pass_kubernetes_schemas(source: str) -> None:
         _validate_pod_template(bad)
 
 
-@pytest.mark.parametrize("source", ["committed", "golden"])
-def test_serve_config_passes_ray_serve_schema(source: str) -> None:
+@pytest.mark.parametrize("source", ["shipped", "golden"])
+def test_serve_config_passes_ray_serve_schema(source: str, shipped: Path) -> None:
     """serve_config.yaml and the RayService's serveConfigV2 are the same document and valid ServeDeploySchema."""
-    folder = K8S if source == "committed" else GOLDEN
+    folder = _folder(source, shipped)
     config = _docs((folder / kr.SERVE_CONFIG_FILE).read_text())
     embedded = yaml.safe_load(_docs((folder / kr.RAYSERVICE_FILE).read_text())["spec"]["serveConfigV2"])
     assert embedded == config
@@ -217,7 +231,7 @@ def test_serve_config_passes_ray_serve_schema(source: str) -> None:
         {**app.args["registry"], "models": _first_defaults(app.args["registry"]["models"])}, "args"
     )
     names = [d.name for d in app.deployments]
-    assert names == [kr.INGRESS_NAME] + [e.deployment_name for e in registry.entries]
+    assert names == [INGRESS_NAME] + [e.deployment_name for e in registry.entries]
 
 
 def _first_defaults(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -234,27 +248,31 @@ def _first_defaults(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_deployments_follow_the_registry() -> None:
-    """Per deployment: actor options, autoscaling, max_ongoing_requests and grace come from the entry."""
+    """Per deployment: actor options, autoscaling (warm entries keep their minimum, cold ones scale from zero),
+    max_ongoing_requests and one grace period come from the entry, as the Serve app itself builds them."""
     registry = parse_registry(yaml.safe_load((GOLDEN / "registry.yaml").read_text()), "golden")
     _, config = _rendered(GOLDEN / "registry.yaml", GOLDEN_OPTIONS)
     deployments = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    grace = 60 + 900 + kr.SHUTDOWN_MARGIN_S  # the longest stream: URL fetch (60 s) + the slowest model (900 s)
     for entry in registry.entries:
         d = deployments[entry.deployment_name]
-        mem = (entry.resources.memory_mb or GOLDEN_OPTIONS.default_replica_memory_mb) * 2**20
-        assert d["ray_actor_options"] == {
-            "num_cpus": entry.resources.num_cpus,
-            "num_gpus": entry.resources.num_gpus,
-            "memory": mem,
-        }
-        assert d["autoscaling_config"]["min_replicas"] == entry.autoscaling.min_replicas
+        options = {"num_cpus": entry.resources.num_cpus, "num_gpus": entry.resources.num_gpus}
+        if entry.resources.memory_mb:
+            options["memory"] = entry.resources.memory_mb * 2**20
+        assert d["ray_actor_options"] == options
+        assert d["autoscaling_config"]["min_replicas"] == (entry.autoscaling.min_replicas if entry.warm else 0)
         assert d["autoscaling_config"]["max_replicas"] == entry.autoscaling.max_replicas
         assert d["max_ongoing_requests"] == entry.max_ongoing_requests
-        assert d["graceful_shutdown_timeout_s"] == entry.timeout_s + kr.SHUTDOWN_MARGIN_S
+        assert d["graceful_shutdown_timeout_s"] == grace
         assert d["max_surge_percent"] == 100 and "user_config" not in d
+    assert {n for n, d in deployments.items() if d["autoscaling_config"]["min_replicas"] == 0} == {
+        "key-v2",
+        "tagger-v1",
+    }
     tagger = deployments["tagger-v1"]
-    assert tagger["ray_actor_options"]["memory"] == 3072 * 2**20 and tagger["graceful_shutdown_timeout_s"] == 930
-    # the ingress outlives the longest stream: URL fetch (60 s) + the slowest model (900 s) + margin
-    assert deployments["ingress"]["graceful_shutdown_timeout_s"] == 60 + 900 + kr.SHUTDOWN_MARGIN_S
+    assert tagger["ray_actor_options"]["memory"] == 3072 * 2**20
+    assert tagger["autoscaling_config"]["downscale_to_zero_delay_s"] == GOLDEN_OPTIONS.model_idle_s
+    assert deployments["ingress"]["graceful_shutdown_timeout_s"] == grace
     assert deployments["ingress"]["user_config"] == {"defaults": {"key": "1", "loudness-ebur128": "1", "tagger": "1"}}
     assert all("default" not in m for m in config["applications"][0]["args"]["registry"]["models"])
 
@@ -265,19 +283,19 @@ def test_worker_groups_are_sized_by_the_formula() -> None:
     cluster = service["spec"]["rayClusterConfig"]
     groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
     assert list(groups) == ["cpu-workers", "gpu-workers"]
-    # CPU: ingress 0.25 + key-v1 0.5 + key-v2 0.5 + loudness 0.5 = 1.75 CPU at min → 3 CPU pods;
-    # memory 4 x 512 MiB x 1.25 = 2560 MiB per pod for replicas (+1024 object store +1024 Ray) = 4608 Mi;
-    # max: 3.5 CPU x 1.25 / 3 → 2 pods.
+    # CPU at min (warm replicas only): ingress 0.25 + key-v1 0.5 + loudness 0.5 = 1.25 CPU → 2 CPU pods (1.25 x 1.25);
+    # memory 3 x 512 MiB x 1.25 = 1920 → 2048 MiB per pod for replicas (+1024 object store +1024 Ray) = 4096 Mi;
+    # max (key-v2 started too): 3.5 CPU x 1.25 / 2 → 3 pods, 8 x 512 MiB x 1.25 / 2048 → 3 pods.
     cpu = groups["cpu-workers"]
     limits = cpu["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert (cpu["minReplicas"], cpu["maxReplicas"], cpu["replicas"]) == (1, 2, 1)
-    assert limits == {"cpu": "3", "memory": "4608Mi"}
-    assert cpu["rayStartParams"]["num-cpus"] == "3" and cpu["rayStartParams"]["memory"] == str(2560 * 2**20)
-    # GPU: tagger 0.5 GPU x 1..4 replicas → 1..2 one-GPU pods; per GPU at max: 4 CPU / 2 GPU x 1.25 → 3 CPU,
-    # 12288 MiB / 2 GPU x 1.25 = 7680 MiB (+2048) = 9728 Mi.
+    assert (cpu["minReplicas"], cpu["maxReplicas"], cpu["replicas"]) == (1, 3, 1)
+    assert limits == {"cpu": "2", "memory": "4096Mi"}
+    assert cpu["rayStartParams"]["num-cpus"] == "2" and cpu["rayStartParams"]["memory"] == str(2048 * 2**20)
+    # GPU: tagger (cold) 0.5 GPU x 0..4 replicas → 0..2 one-GPU pods (none while it is cold); per GPU at max:
+    # 4 CPU / 2 GPU x 1.25 → 3 CPU, 12288 MiB / 2 GPU x 1.25 = 7680 MiB (+2048) = 9728 Mi.
     gpu = groups["gpu-workers"]
     spec = gpu["template"]["spec"]
-    assert (gpu["minReplicas"], gpu["maxReplicas"]) == (1, 2)
+    assert (gpu["minReplicas"], gpu["maxReplicas"], gpu["replicas"]) == (0, 2, 0)
     assert spec["containers"][0]["resources"]["limits"] == {"cpu": "3", "memory": "9728Mi", "nvidia.com/gpu": "1"}
     assert spec["containers"][0]["resources"]["requests"] == spec["containers"][0]["resources"]["limits"]
     assert spec["containers"][0]["image"] == "mirstream:test-gpu" and gpu["rayStartParams"]["num-gpus"] == "1"
@@ -288,16 +306,16 @@ def test_worker_groups_are_sized_by_the_formula() -> None:
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
 
 
-def test_gpu_group_only_when_a_model_needs_a_gpu() -> None:
+def test_gpu_group_only_when_a_model_needs_a_gpu(shipped: Path) -> None:
     """The CPU-only registry renders no GPU group and no GPU image."""
-    service = _docs((K8S / kr.RAYSERVICE_FILE).read_text())
+    service = _docs((shipped / kr.RAYSERVICE_FILE).read_text())
     registry = parse_registry(yaml.safe_load((REPO / "model_registry.yaml").read_text()), "repo")
     groups = [g["groupName"] for g in service["spec"]["rayClusterConfig"]["workerGroupSpecs"]]
     wants_gpu = any(e.resources.num_gpus > 0 for e in registry.entries)
     assert groups == (["cpu-workers", "gpu-workers"] if wants_gpu else ["cpu-workers"])
 
 
-def test_pods_get_settings_weights_and_scrape_annotations() -> None:
+def test_pods_get_settings_weights_and_scrape_annotations(shipped: Path) -> None:
     """Every Ray container: MIRSTREAM_* env, the models PVC at MIRSTREAM_MODELS_DIR, shm, Prometheus annotations."""
     service, _ = _rendered(GOLDEN / "registry.yaml", GOLDEN_OPTIONS)
     for template in _pod_templates(service).values():
@@ -317,15 +335,15 @@ def test_pods_get_settings_weights_and_scrape_annotations() -> None:
         assert template["metadata"]["annotations"]["prometheus.io/port"] == str(kr.METRICS_PORT)
     assert service["spec"]["rayClusterDeletionDelaySeconds"] == 990  # = the ingress's graceful shutdown
     # without --models-pvc the weights come from the image: no volume
-    plain = _docs((K8S / kr.RAYSERVICE_FILE).read_text())
+    plain = _docs((shipped / kr.RAYSERVICE_FILE).read_text())
     for template in _pod_templates(plain).values():
         assert [v["name"] for v in template["spec"]["volumes"]] == ["dshm"]
 
 
-def _registry_with(tmp_path: Path, names: tuple[str, ...]) -> tuple[Path, dict[str, Any]]:
-    """A registry file with the named entries of the real registry (and its ingress)."""
+def _registry_with(tmp_path: Path, keys: tuple[str, ...]) -> tuple[Path, dict[str, Any]]:
+    """A registry file with the given ``name:version`` entries of the real registry (and its ingress)."""
     data = yaml.safe_load((REPO / "model_registry.yaml").read_text())
-    data = {"ingress": data["ingress"], "models": [m for m in data["models"] if m["name"] in names]}
+    data = {"ingress": data["ingress"], "models": [m for m in data["models"] if f"{m['name']}:{m['version']}" in keys]}
     path = tmp_path / "registry.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path, data
@@ -334,13 +352,18 @@ def _registry_with(tmp_path: Path, names: tuple[str, ...]) -> tuple[Path, dict[s
 def test_noncommercial_models_can_be_left_out(tmp_path: Path) -> None:
     """--no-noncommercial: no deployment for non-commercial-weights entries, pods get MIRSTREAM_NONCOMMERCIAL=false;
     the entries stay in args (listed as unavailable) and keep their default in the ingress's user_config."""
-    path, _ = _registry_with(tmp_path, ("key", "mood_happy"))
+    path, _ = _registry_with(tmp_path, ("key:1", "musicnn_msd:1", "mood_happy:msd-musicnn-1"))
     on_service, on = _rendered(path, kr.RenderOptions())
     off_service, off = _rendered(path, kr.RenderOptions(allow_noncommercial=False))
     names = [[d["name"] for d in c["applications"][0]["deployments"]] for c in (on, off)]
-    assert names == [["ingress", "key-v1", "mood_happy-v1"], ["ingress", "key-v1"]]
+    # the ISC-licensed backbone stays; MTG's head (CC BY-NC-ND) goes
+    assert names == [
+        ["ingress", "key-v1", "musicnn_msd-v1", "mood_happy-vmsd-musicnn-1"],
+        ["ingress", "key-v1", "musicnn_msd-v1"],
+    ]
     assert on["applications"][0]["args"] == off["applications"][0]["args"]
-    assert off["applications"][0]["deployments"][0]["user_config"]["defaults"] == {"key": "1", "mood_happy": "1"}
+    defaults = off["applications"][0]["deployments"][0]["user_config"]["defaults"]
+    assert defaults == {"key": "1", "musicnn_msd": "1", "mood_happy": "msd-musicnn-1"}
     for service, value in ((on_service, "true"), (off_service, "false")):
         for template in _pod_templates(service).values():
             env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
@@ -352,13 +375,13 @@ def test_builder_refuses_models_without_weights(tmp_path: Path, monkeypatch: pyt
     unless the model is turned off by policy (then it is listed, not deployed, as the render assumed)."""
     from ray import serve
 
-    from serve_app.ray_app import app_builder
+    from serve_app.runners.ray_serve import app_builder
 
-    _, data = _registry_with(tmp_path, ("key", "mood_happy"))
+    _, data = _registry_with(tmp_path, ("key:1", "discogs_effnet:bs64-1", "mood_happy:discogs-effnet-1"))
     args = {"registry": kr.args_registry(data)}
     monkeypatch.setenv("MIRSTREAM_MODELS_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("MIRSTREAM_NONCOMMERCIAL", "true")
-    with pytest.raises(RuntimeError, match="mood_happy:1 is not installed.*mirstream models fetch"):
+    with pytest.raises(RuntimeError, match="discogs_effnet:bs64-1 is not installed.*mirstream models fetch"):
         app_builder(args)
     monkeypatch.setenv("MIRSTREAM_NONCOMMERCIAL", "false")
     assert isinstance(app_builder(args), serve.Application)
@@ -409,9 +432,7 @@ def test_moving_the_default_changes_only_the_ingress_config(tmp_path: Path) -> N
 
 def test_apply_defaults_moves_and_checks() -> None:
     """The ingress's reconfigure: defaults move; an unknown model, a missing one or a missing version is refused."""
-    from serve_app.ray_app import INGRESS_NAME, apply_defaults
-
-    assert kr.INGRESS_NAME == INGRESS_NAME  # the render names the deployment the builder creates
+    from serve_app.runners.ray_serve import apply_defaults
 
     registry = parse_registry(yaml.safe_load((GOLDEN / "registry.yaml").read_text()), "golden")
     moved = apply_defaults(registry, {"key": "2", "loudness-ebur128": "1", "tagger": "1"})
@@ -474,11 +495,11 @@ def test_dockerfiles_agree_with_pyproject(name: str) -> None:
     instructions = [(s["instruction"], s["value"]) for s in parser.structure if s["instruction"] != "COMMENT"]
     copies = [v.split() for i, v in instructions if i == "COPY"]
     sources = {src for parts in copies for src in parts[:-1] if not src.startswith("--")}
-    packages = set(_pyproject()["tool"]["setuptools"]["packages"])
+    packages = {p.rstrip("*") for p in _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]}
     assert {"pyproject.toml", project["readme"], "model_registry.yaml"} | packages <= sources
     assert all((REPO / src).exists() for src in sources), sources
     runs = " && ".join(v for i, v in instructions if i == "RUN")
-    assert "pip install -e ." in runs
+    assert "pip install -e '.[server]'" in runs  # the base install is the client only
     args = parser.args
     torch = _expected_version(project, "torch")
     if torch:
@@ -494,7 +515,7 @@ def test_dockerfiles_agree_with_pyproject(name: str) -> None:
         # the CPU package is removed before the CUDA one goes in (both provide the `onnxruntime` module)
         assert runs.index("pip uninstall -y onnxruntime onnxruntime-gpu") < runs.index("onnxruntime-gpu==")
         assert re.fullmatch(r"\d+\.\d+\.\d+", args["ONNXRUNTIME_GPU_VERSION"])
-    assert args["FETCH_MODELS"] == "--all"  # weights baked in by default: the committed manifest needs them
+    assert args["FETCH_MODELS"] == "--all"  # weights baked in by default: the rendered manifest deploys them all
     assert "mirstream models fetch $FETCH_MODELS --models-dir /models" in runs
     env = dict(parser.envs)
     assert env["MIRSTREAM_MODELS_DIR"] == kr.RenderOptions().models_dir

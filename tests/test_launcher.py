@@ -6,15 +6,15 @@ import copy
 
 import pytest
 
-from serve_app.config import DEFAULT_REGISTRY
-from serve_app.launcher import StartupError, preflight
+from serve_app.config import DEFAULT_REGISTRY, Settings
+from serve_app.ops.launcher import StartupError, preflight
 from serve_app.registry import load_registry, parse_registry
 from tests.conftest import registry_data
 
 
 def test_default_catalogue_fits_two_cores() -> None:
     """The shipped registry fits a 2-CPU, no-GPU Ray cluster."""
-    preflight(load_registry(DEFAULT_REGISTRY), {"CPU": 2.0})
+    preflight(load_registry(DEFAULT_REGISTRY), Settings(), {"CPU": 2.0})
 
 
 def test_gpu_model_on_cpu_cluster_names_the_deployment() -> None:
@@ -22,7 +22,7 @@ def test_gpu_model_on_cpu_cluster_names_the_deployment() -> None:
     data = copy.deepcopy(registry_data())
     data["models"][1]["resources"]["num_gpus"] = 1
     with pytest.raises(StartupError, match="'bpm_degara-v1' needs 1.0 GPU"):
-        preflight(parse_registry(data), {"CPU": 2.0})
+        preflight(parse_registry(data), Settings(), {"CPU": 2.0})
 
 
 def test_single_replica_larger_than_cluster() -> None:
@@ -30,7 +30,7 @@ def test_single_replica_larger_than_cluster() -> None:
     data = copy.deepcopy(registry_data())
     data["models"][0]["resources"]["num_cpus"] = 3
     with pytest.raises(StartupError, match="'key-v1' needs 3.0 CPU"):
-        preflight(parse_registry(data), {"CPU": 2.0})
+        preflight(parse_registry(data), Settings(), {"CPU": 2.0})
 
 
 def test_sum_of_min_replicas_over_capacity() -> None:
@@ -39,4 +39,4 @@ def test_sum_of_min_replicas_over_capacity() -> None:
     data["models"][2]["resources"]["num_cpus"] = 0.5
     data["models"][2]["autoscaling"] = {"min_replicas": 4, "max_replicas": 4}
     with pytest.raises(StartupError, match=r"loudness-ebur128-v1 0.5x4"):
-        preflight(parse_registry(data), {"CPU": 2.0})
+        preflight(parse_registry(data), Settings(), {"CPU": 2.0})

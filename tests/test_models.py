@@ -9,7 +9,9 @@ from models.base import AnalyzerError, Audio
 from models.key import KeyAnalyzer
 from models.loudness import LoudnessEBUR128Analyzer
 from models.rhythm import RhythmAnalyzer
+from serve_app.runners.host import AnalyzerHost
 from tests.audio_factory import a_minor_cadence, c_major_cadence, click_times, click_track, sine
+from tests.conftest import catalogue_entry
 
 
 def test_key_c_major_and_a_minor() -> None:
@@ -68,10 +70,10 @@ def test_surround_and_too_short_are_clear_errors() -> None:
     """Layouts and lengths an algorithm cannot handle raise AnalyzerError with the reason."""
     with pytest.raises(AnalyzerError, match="4 channels"):
         LoudnessEBUR128Analyzer().analyze(Audio(np.zeros((4, 48000), np.float32), 48000))
-    with pytest.raises(AnalyzerError, match="at least 1 s"):
-        KeyAnalyzer().analyze(Audio(np.zeros(1000, np.float32), 44100))
-    with pytest.raises(AnalyzerError, match="at least 2 s"):
-        RhythmAnalyzer().analyze(Audio(np.zeros(44100, np.float32), 44100))
+    with pytest.raises(AnalyzerError, match="key:1 needs at least 1 s"):
+        AnalyzerHost(catalogue_entry("key")).run({"audio": Audio(np.zeros(1000, np.float32), 44100)})
+    with pytest.raises(AnalyzerError, match="bpm_degara:1 needs at least 2 s"):
+        AnalyzerHost(catalogue_entry("bpm_degara")).run({"audio": Audio(np.zeros(44100, np.float32), 44100)})
 
 
 def test_five_one_weights_surrounds_and_drops_lfe() -> None:

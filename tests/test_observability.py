@@ -13,8 +13,8 @@ import httpx
 import pytest
 import ray
 
-from serve_app.logs import JsonFormatter, loggable_url
-from serve_app.metrics import METRICS
+from serve_app.observability.logs import JsonFormatter, loggable_url
+from serve_app.observability.metrics import METRICS
 from tests.sse import post
 
 

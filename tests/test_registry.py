@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from serve_app.config import DEFAULT_REGISTRY
+from serve_app.ingress.request import RequestError, parse_models
 from serve_app.registry import RegistryError, load_registry, normalize_name, parse_registry
-from serve_app.request import RequestError, parse_models
 from tests.conftest import registry_data
 
 

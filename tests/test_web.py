@@ -24,6 +24,8 @@ ARTIFACTS = REPO / "artifacts"
 PAGE_MODELS = ("key", "bpm_degara", "loudness-ebur128", "onsets", "fail")
 WITHHELD_REASON = "weights not installed: run `mirstream models fetch slow`"
 
+pytestmark = pytest.mark.browser
+
 
 def _require_chromium() -> None:
     if CHROMIUM.exists():

@@ -3,6 +3,11 @@
 The song is an MMA arrangement (drums, bass, guitar/keys, a style change every 32 bars) rendered by
 fluidsynth with a General MIDI soundfont, so the analyzers see music, not test tones. Files are cached
 under ~/.cache/mirstream-bench (or $MIRSTREAM_BENCH_CACHE); nothing is downloaded.
+
+The render is quiet (about -29 LUFS, peaks -14 dBFS). ``masters()`` derives two deterministic loud versions
+of the same 4 minutes, the material that costs true-peak meters most: ``loud`` (compressed and brickwall
+limited to about -9 LUFS, sample peaks at -0.1 dBFS, inter-sample overs above 0 dBTP) and ``clipped``
+(driven into hard clipping at full scale).
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
 from benchmarks.accuracy.audio_io import render_midi, require
+from models import bs1770
 from tests.audio_factory import encode
 
 CACHE = Path(os.environ.get("MIRSTREAM_BENCH_CACHE", Path.home() / ".cache" / "mirstream-bench"))
@@ -25,6 +32,10 @@ PROGRESSION = ("A", "F#m", "D", "E")
 FULL_SECONDS = 240.0
 PREVIEW_SECONDS = 30.0
 FORMATS = ("mp3", "ogg", "opus", "flac", "m4a", "wav")
+MASTER_FORMATS = ("wav", "mp3")
+LOUD_LUFS = -9.0  # a modern limited master
+CLIPPED_LUFS = -8.0  # a brutally clipped one
+CEILING = float(np.float32(10.0 ** (-0.1 / 20.0)))  # the limiter's sample-peak ceiling (-0.1 dBFS): overs remain
 
 
 @dataclass(frozen=True)
@@ -82,4 +93,55 @@ def tracks() -> dict[str, Track]:
             tmp.write_bytes(encode(clip, rate, fmt))
             tmp.rename(path)
         made[f"{stem}.{fmt}"] = Track(f"{stem}.{fmt}", path, seconds, fmt)
+    return made
+
+
+def _compress(x: np.ndarray, rate: int, threshold_db: float = -20.0, ratio: float = 3.0) -> np.ndarray:
+    """A linked-stereo RMS compressor: 10 ms level, ``ratio``:1 above ``threshold_db``, gain smoothed over 50 ms."""
+    level = np.sqrt(uniform_filter1d(np.max(x * x, axis=0), int(0.010 * rate)))
+    over = np.maximum(level, 1e-9) / 10.0 ** (threshold_db / 20.0)
+    gain = np.where(over > 1.0, over ** (1.0 / ratio - 1.0), 1.0).astype(np.float32)
+    return x * uniform_filter1d(gain, int(0.050 * rate))
+
+
+def _brickwall(x: np.ndarray, rate: int, attack_s: float = 0.002) -> np.ndarray:
+    """A look-ahead brickwall limiter on the sample peak (linked stereo) at CEILING.
+
+    Needed gain, then a centred minimum and a centred mean over the same 2h+1 samples: every mean covering
+    sample n averages minima that include n, so it never exceeds n's needed gain (h samples of look-ahead/attack).
+    """
+    span = 2 * int(attack_s * rate) + 1
+    needed = np.minimum(1.0, CEILING / np.maximum(np.max(np.abs(x), axis=0), 1e-9)).astype(np.float32)
+    gain = uniform_filter1d(minimum_filter1d(needed, span), span)
+    return np.clip(x * gain, -CEILING, CEILING)  # the clip only catches the mean's float rounding
+
+
+def _drive(x: np.ndarray, rate: int, target_lufs: float, chain: str) -> np.ndarray:
+    """Gain into ``chain`` ('limit': compressor + brickwall; 'clip': hard clip at full scale) until the output's
+    integrated loudness is within 0.05 LU of ``target_lufs`` (fixed-point steps on the gain; the chain is monotone)."""
+    gain_db = target_lufs - bs1770.measure(x, rate).integrated
+    for _ in range(12):
+        y = x * np.float32(10.0 ** (gain_db / 20.0))
+        y = _brickwall(_compress(y, rate), rate) if chain == "limit" else np.clip(y, -1.0, 32767 / 32768)
+        error = target_lufs - bs1770.measure(y, rate).integrated
+        if abs(error) < 0.05:
+            break
+        gain_db += error
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def masters() -> dict[str, Track]:
+    """The loud masters of the 4-minute song, ``loud.<fmt>`` and ``clipped.<fmt>`` for wav and mp3 (cached)."""
+    made: dict[str, Track] = {}
+    chains = {"loud": (LOUD_LUFS, "limit"), "clipped": (CLIPPED_LUFS, "clip")}
+    for stem, (target, chain) in chains.items():
+        paths = {fmt: CACHE / f"{stem}.{fmt}" for fmt in MASTER_FORMATS}
+        if not all(path.exists() for path in paths.values()):
+            x, rate = _read_wav(_song_wav())
+            master = _drive(np.ascontiguousarray(x[:, : int(FULL_SECONDS * rate)]), rate, target, chain)
+            for fmt, path in paths.items():
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(encode(master, rate, fmt))
+                tmp.rename(path)
+        made.update({f"{stem}.{fmt}": Track(f"{stem}.{fmt}", path, FULL_SECONDS, fmt) for fmt, path in paths.items()})
     return made

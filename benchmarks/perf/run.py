@@ -79,7 +79,7 @@ def machine() -> str:
 def bench_decode(corpus: dict[str, Track], repeats: int) -> list[dict[str, Any]]:
     """PyAV + soxr (the server's path, file read included) vs Essentia's MonoLoader and AudioLoader per format."""
     from models.base import InputSpec
-    from serve_app.decode import decode, representation
+    from serve_app.ingress.decode import decode, representation
 
     rows = []
     baseline = BaselineProcess()
@@ -153,7 +153,7 @@ def bench_loudness(track: Track, repeats: int) -> list[dict[str, Any]]:
     from benchmarks.accuracy.ebu import EBU_RATE, check, ebu_cases
     from models.base import Audio
     from models.loudness import LoudnessEBUR128Analyzer
-    from serve_app.decode import decode
+    from serve_app.ingress.decode import decode
 
     x = decode(track.path.read_bytes(), 3600).samples
     rate = 44100
@@ -335,7 +335,7 @@ def bench_startup() -> dict[str, Any]:
 
 def profile_pipeline(track: Track, backend: str) -> str:
     """cProfile of decode + the three analyzers in one process: the top functions by own time."""
-    from serve_app.decode import decode, representation
+    from serve_app.ingress.decode import decode, representation
 
     entries = {e.key: e for e in trio_registry(backend).entries}
     analyzers = {k: e.load_class()(**e.params) for k, e in entries.items()}
@@ -547,8 +547,8 @@ def main() -> None:
     data["profile_before"] = profile_pipeline(corpus["full.mp3"], "essentia")
     data["profile_after"] = profile_pipeline(corpus["full.mp3"], "bs1770")
 
-    from serve_app import launcher
     from serve_app.config import settings_from_env
+    from serve_app.ops import launcher
 
     settings = replace(settings_from_env(), port=PORT, max_concurrent_streams=32, log_level="INFO", log_format="json")
     settings = launcher.start_ray(settings)
@@ -567,7 +567,7 @@ def main() -> None:
             launcher.deploy(trio_registry(replicas=n), settings)
             data["replicas"].append((n, bench_throughput(base, preview, 8, window)))
     finally:
-        launcher.shutdown()
+        launcher.shutdown(settings)
     text = report(data)
     args.out.write_text(text)
     print(text)
