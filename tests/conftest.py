@@ -269,3 +269,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.server)
+
+
+def marked_pids(marker: str) -> list[int]:
+    """PIDs of live processes whose environment carries ``marker`` (a server started by a test, Ray's daemons and
+    workers inherit it): how tests prove that stopping a server leaves no process behind."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker.encode() in (proc / "environ").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids

@@ -32,7 +32,7 @@ from serve_app.ops import k8s_render as kr
 from serve_app.registry import parse_registry
 from serve_app.registry.deployment import INGRESS_NAME
 from tests.audio_factory import c_major_cadence, encode
-from tests.conftest import REPO, free_port, wait_healthy
+from tests.conftest import REPO, free_port, marked_pids, wait_healthy
 from tests.sse import post
 
 K8S = REPO / "k8s"
@@ -524,19 +524,6 @@ def test_dockerfiles_agree_with_pyproject(name: str) -> None:
 # --- the plain Serve config, started for real ----------------------------------------------------------------------
 
 
-def _marked_pids(marker: str) -> list[int]:
-    """PIDs of live processes whose environment carries ``marker`` (serve run, Ray's daemons and workers)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker.encode() in (proc / "environ").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
-
-
 def _defaults(base: str) -> dict[str, str]:
     """name → default version from GET /v1/models."""
     models = httpx.get(f"{base}/v1/models", timeout=10).json()["models"]
@@ -610,9 +597,9 @@ def test_serve_run_streams_moves_default_and_stops(tmp_path: Path) -> None:
             proc.wait()
             pytest.fail("serve run did not stop within 90 s of SIGINT")
     deadline = time.monotonic() + 30
-    while _marked_pids(marker) and time.monotonic() < deadline:
+    while marked_pids(marker) and time.monotonic() < deadline:
         time.sleep(0.5)
-    left = _marked_pids(marker)
+    left = marked_pids(marker)
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert left == [], f"processes left after serve run stopped: {left}"

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, registry_data, wait_healthy
+from tests.conftest import free_port, marked_pids, registry_data, wait_healthy
 from tests.sse import Stream, post
 
 pytestmark = pytest.mark.server
@@ -39,19 +39,6 @@ def _registry(tmp_path: Path) -> Path:
     path = tmp_path / "registry.yaml"
     path.write_text(yaml.safe_dump({"ingress": data.get("ingress", {}) or {}, "models": models}))
     return path
-
-
-def _marked_pids(marker: str) -> list[int]:
-    """PIDs of live processes whose environment carries ``marker`` (the CLI, Ray's daemons and workers)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker.encode() in (proc / "environ").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
 
 
 def test_drain_on_sigterm_and_a_model_that_cannot_start(tmp_path: Path, audio: dict[str, bytes]) -> None:
@@ -103,9 +90,9 @@ def test_drain_on_sigterm_and_a_model_that_cannot_start(tmp_path: Path, audio: d
     assert long.by_model()["key"]["status"] == "completed"
     print(f"exit {took:.1f} s after SIGTERM (grace {GRACE_S} s)")
     deadline = time.monotonic() + 30
-    while _marked_pids(marker) and time.monotonic() < deadline:
+    while marked_pids(marker) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _marked_pids(marker) == [], "processes of the stopped server are still running"
+    assert marked_pids(marker) == [], "processes of the stopped server are still running"
 
 
 def _first_refusal(base: str, body: bytes) -> Any:
