@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from models import placement
 from models.base import Analyzer, AnalyzerError, Audio, AudioInput, BatchAnalyzer, Cancelled, ModelInput
 
 AUDIO = {"audio": AudioInput(sample_rate=16000, channels="mono")}
@@ -168,3 +169,39 @@ class ColdStart(Analyzer):
     def analyze(self, audio: Audio) -> dict[str, Any]:
         """Report this replica's process."""
         return {"pid": os.getpid(), "duration": audio.duration}
+
+
+class WhereAnalyzer(Analyzer):
+    """Says where it ran (Ray node id, GPU ids, process) after sleeping ``seconds`` plus ``per_audio_second`` for
+    each second of audio (checking for cancellation): multi-node placement, node loss and autoscaling tests."""
+
+    inputs = AUDIO
+
+    def __init__(self, seconds: float = 0.0, per_audio_second: float = 0.0, label: str = "") -> None:
+        self.seconds = seconds
+        self.per_audio_second = per_audio_second
+        self.label = label
+
+    def analyze(self, audio: Audio) -> dict[str, Any]:
+        """Sleep, then report the node, the GPUs this process was given and its pid."""
+        deadline = time.monotonic() + self.seconds + self.per_audio_second * audio.duration
+        while time.monotonic() < deadline:
+            self.check_cancelled()
+            time.sleep(0.02)
+        return {
+            "node_id": _node_id(),
+            "gpu_ids": list(placement.current().gpu_ids),
+            "pid": os.getpid(),
+            "label": self.label,
+        }
+
+
+def _node_id() -> str:
+    """The Ray node this process runs on ("" outside Ray: the in-process mode)."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return ""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""

@@ -40,6 +40,7 @@ def test_ray_disconnect_cancels_queued_model_call(ray_server: str, audio: dict[s
     assert after.events[1]["result"]["results"]["runs"] == runs_before + 1
 
 
+@pytest.mark.server
 def test_process_pool_cancel_drops_queued_work(registry: Registry) -> None:
     """In-process mode: a cancelled run that was waiting for the model's single worker never executes."""
     slow = registry.find("slow", None)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from serve_app.config import DEFAULT_REGISTRY, Settings
@@ -37,6 +38,7 @@ def _write(tmp_path: Path, audio: dict[str, bytes], name: str) -> Path:
     return path
 
 
+@pytest.mark.server
 def test_analyze_in_process_jsonl_streams_events(tmp_path: Path, audio: dict[str, bytes]) -> None:
     """Without a server the CLI runs the shared stream in-process; --jsonl prints each event as it comes."""
     path = _write(tmp_path, audio, "click.mp3")
@@ -49,6 +51,7 @@ def test_analyze_in_process_jsonl_streams_events(tmp_path: Path, audio: dict[str
     assert abs(bpm["result"]["results"]["bpm"] - 120) < 1
 
 
+@pytest.mark.server
 def test_analyze_files_and_globs_json_documents(tmp_path: Path, audio: dict[str, bytes]) -> None:
     """Several files and a glob: one JSON document per file (each on its own line), in the order given."""
     (tmp_path / "set").mkdir()
@@ -70,6 +73,7 @@ def test_analyze_files_and_globs_json_documents(tmp_path: Path, audio: dict[str,
     assert abs(docs[0]["models"][1]["results"]["bpm"] - 120) < 1
 
 
+@pytest.mark.server
 def test_analyze_exit_code_when_a_model_fails(tmp_path: Path, audio: dict[str, bytes]) -> None:
     """A failed model makes the exit code 1; the plain report shows the server's message on its line."""
     registry = tmp_path / "registry.yaml"
@@ -87,6 +91,7 @@ def test_analyze_exit_code_when_a_model_fails(tmp_path: Path, audio: dict[str, b
     assert fail.lstrip().startswith("✗") and fail.endswith("fixture model failed on purpose")
 
 
+@pytest.mark.server
 def test_analyze_bad_input_missing_file_and_unknown_model(tmp_path: Path, audio: dict[str, bytes]) -> None:
     """Undecodable audio and a missing file exit 1 while the other files are still analysed; an unknown
     model is refused before any work."""
@@ -158,6 +163,7 @@ def test_progress_view_renders_each_model_state() -> None:
     }
 
 
+@pytest.mark.server
 def test_models_table_and_json() -> None:
     """``mirstream models`` prints the catalogue as a table; --json keeps the machine-readable listing."""
     done = _run(["models"], {"MIRSTREAM_URL": ""})
@@ -178,6 +184,7 @@ def test_models_from_a_server(local_server: str) -> None:
     assert done.returncode == 0 and " slow:2 " in done.stdout and " fail:1 " in done.stdout
 
 
+@pytest.mark.server
 def test_serve_with_ray_end_to_end(audio: dict[str, bytes], tmp_path: Path) -> None:
     """The README run path: `mirstream serve` honours PORT, streams a real mp3, and stops cleanly on SIGINT.
 
@@ -216,6 +223,7 @@ def test_serve_with_ray_end_to_end(audio: dict[str, bytes], tmp_path: Path) -> N
     assert f"serving {served} models on http://127.0.0.1:{port}" in out
 
 
+@pytest.mark.server
 def test_serve_fails_fast_when_cpus_are_short() -> None:
     """Too few CPUs for the warm set: exit 1 with a message naming the deployments (the timeout guards a hang)."""
     env = {"MIRSTREAM_RAY_NUM_CPUS": "1", "MIRSTREAM_WARM": "all"}  # every model kept running: 1.88 CPUs
@@ -225,6 +233,7 @@ def test_serve_fails_fast_when_cpus_are_short() -> None:
     assert "the cluster has 1 /" in line and "key-v1" in line and "ingress" in line, line
 
 
+@pytest.mark.server
 def test_serve_fails_with_the_model_error_when_a_model_cannot_load(tmp_path: Path) -> None:
     """A model whose constructor raises: exit 1 naming the deployment and Essentia's reason."""
     broken = tmp_path / "broken.yaml"

@@ -145,6 +145,7 @@ def test_rate_limit_per_key(guarded_server: str, audio: dict[str, bytes]) -> Non
     assert int(limited.headers["retry-after"]) >= 1 and "rate limit" in limited.body.decode()
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("mode", ["local", "ray"])
 def test_shutdown_lets_in_flight_streams_finish(mode: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     """SIGTERM while a 2 s model runs: the open stream still gets its result and `finished`; exit code 0."""

@@ -538,6 +538,7 @@ def _wait_default(base: str, name: str, version: str, timeout: float = 90.0) -> 
         time.sleep(0.5)
 
 
+@pytest.mark.server
 def test_serve_run_streams_moves_default_and_stops(tmp_path: Path) -> None:
     """`serve run` on the rendered config: ready, key:2 is the default (from the ingress's user_config, not the
     builder's first-listed guess), a stream completes, `serve deploy` of the moved default reconfigures the running

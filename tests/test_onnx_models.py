@@ -230,6 +230,7 @@ def test_registry_entries_record_licences_and_resources() -> None:
     assert registry.find("transcription_basic_pitch_midi", None).params == {"midi": True}
 
 
+@pytest.mark.server
 def test_server_streams_every_onnx_model() -> None:
     """One real server (process pools) streams all six models for one file: every result is sensible."""
     registry = Registry(entries=tuple(catalogue_entry(n) for n in ONNX_MODELS))

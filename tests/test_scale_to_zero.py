@@ -68,6 +68,7 @@ def _scaled_to_zero(server: str) -> bool:
     return deployment is not None and not deployment.replica_states.get("RUNNING")
 
 
+@pytest.mark.server
 def test_the_in_process_runner_stops_idle_cold_pools(registry: Registry) -> None:
     """In-process mode: a cold entry's worker process exists only while used; warm ones are never reaped."""
     cold = registry.find("cold", None)

@@ -405,6 +405,7 @@ def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
     )
 
 
+@pytest.mark.server
 def test_fetch_then_serve_end_to_end(origin: str, tmp_path: Path) -> None:
     """`mirstream models` shows a model unavailable; `mirstream models fetch` installs it and its backbone from the
     loopback origin (exit 0), an unknown name exits 2 and a failing one 1; then one in-process server streams the
