@@ -309,3 +309,35 @@ def test_renderers_for_the_agreed_ml_result_shapes(web_server: str, browser: obj
     page.locator("#cards").screenshot(path=str(ARTIFACTS / "web-result-shapes.png"))
     assert problems == []
     page.close()
+
+
+def test_the_pages_event_parser_agrees_with_the_contract_schemas(web_server: str, browser: object, song: Path) -> None:
+    """The page's SSE parser (static/js/sse.js) turns a real stream into events that each validate against the
+    contract's JSON Schemas (serve_app/contract/events.py): the same definition the server and client use."""
+    import base64
+
+    import jsonschema
+
+    from serve_app.contract.events import event_schemas
+
+    page, problems = _page(browser)
+    page.goto(web_server)
+    events = page.evaluate(
+        """async ({body, models}) => {
+            const { analysisEvents } = await import("/static/js/sse.js");
+            const bytes = Uint8Array.from(atob(body), (c) => c.charCodeAt(0));
+            const response = await fetch(`/v1/analysis/stream?models=${models}`, { method: "POST", body: bytes });
+            const out = [];
+            for await (const event of analysisEvents(response)) out.push(event);
+            return out;
+        }""",
+        {"body": base64.b64encode(song.read_bytes()).decode(), "models": "key,fail"},
+    )
+    statuses = [e["status"] for e in events]
+    assert statuses[0] == "started" and sorted(statuses[1:3]) == ["completed", "error"] and statuses[3] == "finished"
+    schemas = event_schemas("#/$defs/")
+    validator = jsonschema.Draft202012Validator({"$defs": schemas, **schemas["AnalysisEvent"]})
+    for event in events:
+        validator.validate(event)
+    assert list(validator.iter_errors({"status": "finished"}))  # the schemas do reject a malformed event
+    assert problems == []
