@@ -96,7 +96,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``mirstream k8s render``."""
     d = RenderOptions()
     p.add_argument("--registry", type=Path, help="model registry YAML (default $MIRSTREAM_REGISTRY or the repo's)")
-    p.add_argument("--out", type=Path, default=Path("k8s"), help="output folder (default: ./k8s)")
+    p.add_argument("--out", type=Path, default=Path("build/k8s"), help="output folder (default: ./build/k8s)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files in --out are stale")
     p.add_argument("--name", default=d.name, help=f"RayService name (default {d.name})")
     p.add_argument("--namespace", help="namespace in metadata (default: none, kubectl's context decides)")
