@@ -68,3 +68,25 @@ def chord_majmin(reference: list[list], estimated: list[dict], duration: float) 
     intervals, ref_l, est_l = mir_eval.util.merge_labeled_intervals(ref_int, ref_lab, est_int, est_lab)
     durations = mir_eval.util.intervals_to_durations(intervals)
     return float(mir_eval.chord.weighted_accuracy(mir_eval.chord.majmin(ref_l, est_l), durations))
+
+
+def bootstrap_ci(scores: list[float], n: int = 2000, seed: int = 15) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of per-item scores with a percentile-bootstrap 95 % interval (Efron 1979)."""
+    x = np.asarray(scores, dtype=float)
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n, x.size))].mean(axis=1)
+    return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def paired_difference_ci(a: list[float], b: list[float], n: int = 2000, seed: int = 15) -> tuple[float, float, float]:
+    """Mean of a - b over the same items, with a paired percentile-bootstrap 95 % interval."""
+    return bootstrap_ci([x - y for x, y in zip(a, b, strict=True)], n, seed)
+
+
+def key_item_score(reference: str, estimated: str) -> float:
+    """MIREX weighted score of one key estimate (mir_eval.key)."""
+    import mir_eval
+
+    return float(mir_eval.key.weighted_score(reference, estimated))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import soxr
 
-from benchmarks.accuracy import metrics
+from benchmarks.accuracy import ensembles_eval, metrics
 from benchmarks.accuracy.datasets import CACHE, FAST_TEMPI, NORMAL_TEMPI, Item, build_chorales, build_ebu, build_mma
 from benchmarks.accuracy.ebu import check
 from models.base import Analyzer, Audio
@@ -29,7 +29,7 @@ from models.essentia_runtime import essentia_standard
 from models.loudness import LoudnessEBUR128Analyzer
 from models.tempo import OctaveTempoAnalyzer
 from serve_app.config import DEFAULT_REGISTRY
-from serve_app.decode import decode, representation
+from serve_app.ingress.decode import decode, representation
 from serve_app.registry import load_registry
 
 HERE = Path(__file__).resolve().parent
@@ -480,9 +480,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--chorales", type=int, default=80, help="labelled chorales to use (default 80)")
     parser.add_argument("--tuning-chorales", type=int, default=12, help="chorales used for the tuning shifts")
+    parser.add_argument("--oneills", type=int, default=60, help="O'Neill's tunes in the key tuning set (default 60)")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    print("issue 15: tuning / held-out sets, every key/tempo/beat model, the ensembles", flush=True)
+    split_text = ensembles_eval.section(args.chorales, args.oneills)
     print("building EBU signals", flush=True)
     ebu = build_ebu()
     loud = loudness_section(ebu)
@@ -500,7 +503,8 @@ def main(argv: list[str] | None = None) -> None:
         f"({elapsed / 60:.1f} min on {platform.node() and 'this machine'}); do not edit by hand. {environment()}"
     )
     notes = (HERE / "NOTES.md").read_text() if (HERE / "NOTES.md").exists() else ""
-    args.out.write_text("\n\n".join([head, notes, key_text, mma_text, tuning_text, loud, desc_text]).rstrip() + "\n")
+    sections = [head, notes, split_text, key_text, mma_text, tuning_text, loud, desc_text]
+    args.out.write_text("\n\n".join(sections).rstrip() + "\n")
     print(f"wrote {args.out} in {elapsed:.0f} s")
 
 
