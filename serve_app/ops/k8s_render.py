@@ -383,7 +383,7 @@ def render(registry_path: Path, options: RenderOptions) -> dict[str, str]:
     )
     service = dump(rayservice(serve_yaml, registry, options))
     return {
-        RAYSERVICE_FILE: _header(source, ["kubectl apply -f k8s/rayservice.yaml (KubeRay >= 1.5)", *sizing, grace])
+        RAYSERVICE_FILE: _header(source, ["kubectl apply -f rayservice.yaml (KubeRay >= 1.5)", *sizing, grace])
         + service,
         SERVE_CONFIG_FILE: _header(
             source, [f"serve run {SERVE_CONFIG_FILE}  |  serve deploy {SERVE_CONFIG_FILE}", grace]
@@ -393,7 +393,7 @@ def render(registry_path: Path, options: RenderOptions) -> dict[str, str]:
 
 
 def render_command(args: argparse.Namespace, registry_path: Path) -> int:
-    """Write (or, with --check, compare) k8s/rayservice.yaml and k8s/serve_config.yaml."""
+    """Write rayservice.yaml and serve_config.yaml into --out (or, with --check, compare what is there)."""
     options = options_from_args(args)
     try:
         files = render(registry_path, options)

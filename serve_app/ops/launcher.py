@@ -82,9 +82,14 @@ def preflight(registry: Registry, settings: Settings, resources: dict[str, float
 
 
 def deploy(registry: Registry, settings: Settings) -> None:
-    """Start Serve's HTTP proxy on host:port and the app, then wait (bounded) for every deployment."""
+    """Start Serve's HTTP proxies on host:port and the app, then wait (bounded) for every deployment.
+
+    Embedded Ray has one node and one proxy. On a cluster (``--address``) every node with a replica runs a proxy
+    too, so the endpoint outlives any one node behind a load balancer (Serve ignores this if it already runs).
+    """
     preflight(registry, settings, ray.cluster_resources())
-    serve.start(http_options={"host": settings.host, "port": settings.port}, proxy_location="HeadOnly")
+    location = "EveryNode" if settings.address else "HeadOnly"
+    serve.start(http_options={"host": settings.host, "port": settings.port}, proxy_location=location)
     serve._run(build_app(registry, settings), name=APP_NAME, route_prefix="/", _blocking=False)
     wait_until_running(settings.startup_timeout_s)
 
