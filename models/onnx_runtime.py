@@ -30,7 +30,7 @@ def choose_providers(place: placement.Placement, available: Sequence[str]) -> li
 
 
 def session_options(threads: int) -> ort.SessionOptions:
-    """Sequential execution, ``threads`` intra-op threads, one inter-op thread, all graph optimisations."""
+    """Sequential execution, ``threads`` intra-op threads, one inter-op thread, all graph optimisations, no arena."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -40,6 +40,9 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     # spinning threads burn the CPU share of neighbouring replicas between runs
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # the CPU arena keeps each session's largest buffers after a run: ~140 MB per madmom replica, same speed
+    # without it (benchmarks/madmom_memory_results.md)
+    options.enable_cpu_mem_arena = False
     options.log_severity_level = 3
     return options
 
