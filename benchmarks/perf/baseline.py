@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -68,11 +69,12 @@ class BaselineProcess:
     (after Essentia fails on an opus file, its next AudioLoader segfaults when PyAV is loaded too)."""
 
     def __init__(self) -> None:
+        self._log = tempfile.NamedTemporaryFile(prefix="mirstream-baseline-", suffix=".log", delete=False)
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.perf.baseline"],
+            [sys.executable, "-X", "faulthandler", "-m", "benchmarks.perf.baseline"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self._log,
             text=True,
             cwd=Path(__file__).resolve().parents[2],
         )
@@ -84,7 +86,10 @@ class BaselineProcess:
         self._proc.stdin.flush()
         line = self._proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the Essentia baseline process died (exit {self._proc.wait()})")
+            code = self._proc.wait()
+            tail = Path(self._log.name).read_text(errors="replace").splitlines()[-12:]
+            Path(self._log.name).unlink(missing_ok=True)
+            raise RuntimeError(f"the Essentia baseline process died (exit {code}) on {op} {path}: " + "\n".join(tail))
         return json.loads(line)
 
     def close(self) -> None:
@@ -92,6 +97,7 @@ class BaselineProcess:
         if self._proc.stdin:
             self._proc.stdin.close()
         self._proc.wait(30)
+        Path(self._log.name).unlink(missing_ok=True)
 
 
 def _serve() -> None:

@@ -1,11 +1,15 @@
-"""Performance benchmark (issue 6): the server side by side with a sequential Essentia script, on this machine.
+"""Performance benchmark (issues 6 and 14): the server side by side with a sequential Essentia script, on this machine.
 
-    .venv/bin/python -m benchmarks.perf.run            # ~10 min; writes benchmarks/RESULTS.md
-    .venv/bin/python -m benchmarks.perf.run --quick    # 2 repeats, short throughput windows (smoke run)
+    .venv/bin/python -m benchmarks.perf.run            # ~15 min; writes benchmarks/RESULTS.md
+    .venv/bin/python -m benchmarks.perf.run --quick    # 2 repeats, 1 fan-out round, short throughput windows
 
-Every ratio is measured in the same run with the two sides interleaved (A, B, A, B...) and reported as
-medians, because this machine is shared and noisy. Needs Debian mma, fluidsynth and fluid-soundfont-gm to
-render the 4-minute song once (cached, see corpus.py).
+Sections, each skippable for development (``--no-serve``, ``--no-cold``, ``--no-fan-out``, ``--no-decode``,
+``--no-loudness``, ``--no-latency``, ``--no-throughput``): the default ``mirstream serve`` as a fresh install runs
+it (fresh_serve.py: time to /healthz, memory, cold starts per runtime, every model answering, every model on one
+4-minute track, shutdown); decode; loudness implementations; the seed trio through the server vs the script on
+the quiet render and the loud master; throughput. Every ratio is measured in the same run with the two sides
+interleaved (A, B, A, B...) and reported as medians, because this machine is shared and noisy. Needs Debian mma,
+fluidsynth and fluid-soundfont-gm to render the 4-minute song once (cached, see corpus.py).
 """
 
 from __future__ import annotations
@@ -14,13 +18,12 @@ import argparse
 import cProfile
 import io
 import os
+import pickle
 import platform
 import pstats
 import random
-import signal
-import statistics
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -30,30 +33,16 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks.perf import probe
+from benchmarks.perf import fresh_serve, probe
 from benchmarks.perf.baseline import BaselineProcess
-from benchmarks.perf.corpus import Track, tracks
+from benchmarks.perf.corpus import Track, masters, tracks
+from benchmarks.perf.report import SPEEDUP_TRACKS, TRIO_KEYS, median, report
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 TRIO = "key,bpm_degara,loudness-ebur128"
-TRIO_KEYS = ("key:1", "bpm_degara:1", "loudness-ebur128:1")
 PORT = 8791
-HISTORY = """## Before/after (earlier full runs of this benchmark on the same quiet machine, 4-min mp3, seed trio)
-
-| state of the code | server end-to-end | speed-up vs script | loudness-ebur128 compute in the server |
-|---|---|---|---|
-| Essentia LoudnessEBUR128 + libebur128 true peak (before) | 2.10 s | 1.02× | ~1.4 s |
-| models.bs1770 K-weighting + libebur128 true peak (commit 6a2fb87) | 1.80 s | 1.19× | 1.41 s |
-| models.bs1770 K-weighting + pruned true peak (now) | see above | see above | see above |
-
-The profile showed libebur128's full 4x oversampling for true peak (0.6–0.7 s) and Essentia's
-LoudnessEBUR128 (0.65 s) as the critical path; both were replaced by exact, cheaper computations."""
-
-
-def median(values: list[float]) -> float:
-    """Median, NaN for no values."""
-    return statistics.median(values) if values else float("nan")
+LATENCY_TRACKS = ("full.mp3", "loud.mp3", "preview.mp3")
 
 
 def machine() -> str:
@@ -95,7 +84,12 @@ def bench_decode(corpus: dict[str, Track], repeats: int) -> list[dict[str, Any]]
             ours.append(time.perf_counter() - t)
             representation(decoded, InputSpec(None, "original"))
             ours_both.append(time.perf_counter() - t)
-            theirs = baseline.call("load", track.path)
+            try:
+                theirs = baseline.call("load", track.path)
+            except RuntimeError as exc:  # Essentia's loader can segfault on a codec it lacks (seen with opus)
+                print(f"  {exc}", flush=True)
+                theirs = {"error": "Essentia's loader crashed (the process died) on this file"}
+                baseline = BaselineProcess()
             if "error" in theirs:
                 essentia_error = theirs["error"]
             else:
@@ -172,6 +166,8 @@ def bench_loudness(track: Track, repeats: int) -> list[dict[str, Any]]:
     cases = [c for c in ebu_cases() if c[3]]
     rows = []
     times: dict[str, list[float]] = {name: [] for name in impls}
+    user: dict[str, list[float]] = {name: [] for name in impls}
+    system: dict[str, list[float]] = {name: [] for name in impls}
     names = list(impls)
     order = random.Random(7)
     for name in names:  # warm-up: the first call of each pays first-touch page faults for its buffers
@@ -179,16 +175,27 @@ def bench_loudness(track: Track, repeats: int) -> list[dict[str, Any]]:
     for _ in range(repeats):
         order.shuffle(names)  # no implementation always follows the same one (allocator state carries over)
         for name in names:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), probe.own_cpu()
             run(impls[name], x, rate)
             times[name].append(time.perf_counter() - t)
+            used = probe.cpu_split(c)
+            user[name].append(used[0])
+            system[name].append(used[1])
     for name, impl in impls.items():
         passed = 0
         for _case, _desc, signal_, expect in cases:
             result = run(impl, signal_, EBU_RATE)
             measured = {k: v for k, v in expect.items() if k != "TP" or result.get("true_peak") is not None}
             passed += all(ok for _, ok in check(measured, result).values())
-        rows.append({"impl": name, "seconds": median(times[name]), "ebu": f"{passed}/{len(cases)}"})
+        rows.append(
+            {
+                "impl": name,
+                "seconds": median(times[name]),
+                "user": median(user[name]),
+                "system": median(system[name]),
+                "ebu": f"{passed}/{len(cases)}",
+            }
+        )
     return rows
 
 
@@ -217,54 +224,76 @@ def trio_registry(loudness_backend: str = "bs1770", replicas: int | None = None)
 def bench_latency(
     corpus: dict[str, Track], repeats: int, base: str, redeploy: Any
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Per track: sequential Essentia script vs the server (default and 'before' loudness backend), interleaved."""
+    """Per track: sequential Essentia script vs the server (default and 'before' loudness backend), interleaved.
+
+    One deployment per variant ('before' = Essentia's LoudnessEBUR128 inside the server); within it every track gets
+    a warm-up request, then ``repeats`` rounds of script, server.
+    """
     script = BaselineProcess()
-    rows, stage_rows = [], {}
+    samples: dict[str, dict[str, list[Any]]] = {
+        name: {"script": [], "server": [], "before": [], "stages": [], "replica_cpu": []} for name in LATENCY_TRACKS
+    }
+    script_results: dict[str, Any] = {}
     with httpx.Client(timeout=300) as client:
-        for name in ("full.mp3", "preview.mp3"):
-            track = corpus[name]
-            body = track.path.read_bytes()
-            samples: dict[str, list[Any]] = {"script": [], "server": [], "before": []}
-            script_stages: list[dict[str, float]] = []
-            for variant in ("before", "server"):  # 'before' = Essentia's LoudnessEBUR128 inside the server
-                redeploy(trio_registry("essentia" if variant == "before" else "bs1770"))
+        for variant in ("before", "server"):
+            redeploy(trio_registry("essentia" if variant == "before" else "bs1770"))
+            for name in LATENCY_TRACKS:
+                track = corpus[name]
+                body = track.path.read_bytes()
                 probe.stream_once(client, base, body, TRIO)  # warm-up: first call pays lazy imports
                 for _ in range(repeats):
-                    results, stages = script.call("script", track.path)
-                    samples["script"].append(stages["total"])
-                    script_stages.append(stages)
+                    script_results[name], stages = script.call("script", track.path)
+                    samples[name]["script"].append(stages["total"])
+                    samples[name]["stages"].append(stages)
+                    before = probe.replica_cpu(os.getpid())
                     timing = probe.stream_once(client, base, body, TRIO)
+                    after = probe.replica_cpu(os.getpid())
                     if timing.errors:
                         raise RuntimeError(f"server errors on {name}: {timing.errors}")
-                    samples[variant].append(timing)
-            timings: list[probe.StreamTiming] = samples["server"]
-            runs, requests = probe.ray_log_records({c for t in timings for c in t.correlation_ids})
-            compute = {k: median([r["compute_s"] for r in runs if r["model"] == k]) for k in TRIO_KEYS}
-            wall = {k: median([r["wall_s"] for r in runs if r["model"] == k]) for k in TRIO_KEYS}
-            finished = median([t.finished for t in timings])
-            slowest = max(compute.values())
-            row = {
+                    samples[name][variant].append(timing)
+                    if variant == "server":
+                        samples[name]["replica_cpu"].append(
+                            {k: (after[k][0] - v[0], after[k][1] - v[1]) for k, v in before.items() if k in after}
+                        )
+    script.close()
+    rows, stage_rows = [], {}
+    for name in LATENCY_TRACKS:
+        timings: list[probe.StreamTiming] = samples[name]["server"]
+        runs, requests = probe.ray_log_records({c for t in timings for c in t.correlation_ids})
+        compute = {k: median([r["compute_s"] for r in runs if r["model"] == k]) for k in TRIO_KEYS}
+        wall = {k: median([r["wall_s"] for r in runs if r["model"] == k]) for k in TRIO_KEYS}
+        finished = median([t.finished for t in timings])
+        stages = samples[name]["stages"]
+        rows.append(
+            {
                 "track": name,
-                "script": median(samples["script"]),
+                "script": median(samples[name]["script"]),
                 "server": finished,
-                "before": median([t.finished for t in samples["before"]]),
+                "before": median([t.finished for t in samples[name]["before"]]),
                 "started": median([t.started for t in timings]),
                 "first": median([t.first_completed for t in timings]),
-                "slowest_compute": slowest,
-                "script_stages": {k: median([s[k] for s in script_stages]) for k in script_stages[0]},
+                "slowest_compute": max(compute.values()),
+                "script_stages": {k: median([s[k] for s in stages]) for k in stages[0]},
             }
-            rows.append(row)
-            stage_rows[name] = {
-                "decode": median([r["decode_s"] for r in requests]),
-                "fetch": median([r["fetch_s"] for r in requests]),
-                "compute": compute,
-                "wall": wall,
-                "server_total": median([r["total_s"] for r in requests]),
-                "client_finished": finished,
-                "results": timings[-1].results,
-                "script_results": results,
-            }
-    script.close()
+        )
+        stage_rows[name] = {
+            "decode": median([r["decode_s"] for r in requests]),
+            "fetch": median([r["fetch_s"] for r in requests]),
+            "compute": compute,
+            "wall": wall,
+            "server_total": median([r["total_s"] for r in requests]),
+            "client_finished": finished,
+            "results": timings[-1].results,
+            "script_results": script_results[name],
+            "replica_cpu": {
+                d: (
+                    median([r[d][0] for r in samples[name]["replica_cpu"] if d in r]),
+                    median([r[d][1] for r in samples[name]["replica_cpu"] if d in r]),
+                    max((r[d][1] for r in samples[name]["replica_cpu"] if d in r), default=float("nan")),
+                )
+                for d in samples[name]["replica_cpu"][0]
+            },
+        }
     return rows, stage_rows
 
 
@@ -299,38 +328,36 @@ def bench_throughput(base: str, body: bytes, clients: int, seconds: float) -> di
     }
 
 
-def bench_startup() -> dict[str, Any]:
-    """`mirstream serve` with the default catalogue in a subprocess: seconds to /readyz 200 and RSS of its tree."""
-    port = PORT + 1
-    env = {**os.environ, "PORT": str(port), "MIRSTREAM_LOG_LEVEL": "WARNING"}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "mirstream"), "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    ready = float("nan")
-    try:
-        while time.perf_counter() - t0 < 300 and proc.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    ready = time.perf_counter() - t0
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        time.sleep(3)  # let replicas finish settling before reading memory
-        rss = probe.tree_rss_mb(proc.pid)
-        models = len(httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()["models"])
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    return {"ready_s": ready, "rss_mb": rss, "models": models}
+def trio_alone(corpus: dict[str, Track], repeats: int) -> dict[str, dict[str, float]]:
+    """Per 4-minute track, user CPU seconds of the decode and of each trio model alone in this process (no server,
+    no other model sharing the cores), and the system seconds each model added: the floor of each stage."""
+    from serve_app.ingress.decode import decode, representation
+
+    entries = {e.key: e for e in trio_registry().entries}
+    analyzers = {k: e.load_class()(**e.params) for k, e in entries.items()}
+    out = {}
+    for name in SPEEDUP_TRACKS:
+        body = corpus[name].path.read_bytes()
+        cpu: dict[str, list[float]] = {
+            "decode": [],
+            **{k: [] for k in analyzers},
+            **{f"{k} sys": [] for k in analyzers},
+        }
+        for i in range(repeats + 1):  # the first round is a warm-up
+            c = probe.own_cpu()
+            decoded = decode(body, 3600)
+            inputs = {k: representation(decoded, entries[k].input) for k in analyzers}
+            if i:
+                cpu["decode"].append(sum(probe.cpu_split(c)))
+            for key, analyzer in analyzers.items():
+                c = probe.own_cpu()
+                analyzer.analyze(inputs[key])
+                if i:
+                    user, system = probe.cpu_split(c)
+                    cpu[key].append(user)
+                    cpu[f"{key} sys"].append(system)
+        out[name] = {k: median(v) for k, v in cpu.items()}
+    return out
 
 
 def profile_pipeline(track: Track, backend: str) -> str:
@@ -352,224 +379,106 @@ def profile_pipeline(track: Track, backend: str) -> str:
     return "\n".join(lines[start : start + 9])
 
 
-# --- report ---------------------------------------------------------------------------------------------------
-
-
-def _f(value: float, digits: int = 2) -> str:
-    """A number for a table cell."""
-    return "n/a" if value != value else f"{value:.{digits}f}"
-
-
-def report(data: dict[str, Any]) -> str:
-    """RESULTS.md: every figure, the side-by-side rows, and each target with its verdict."""
-    lat = {r["track"]: r for r in data["latency"]}
-    full, stages = lat["full.mp3"], data["stages"]["full.mp3"]
-    speedup = full["script"] / full["server"]
-    overhead = (full["server"] - full["slowest_compute"]) / full["server"]
-    overhead_no_decode = (full["server"] - full["slowest_compute"] - stages["decode"]) / full["server"]
-    mp3 = next(r for r in data["decode"] if r["format"] == "mp3")
-    eight = next(r for r in data["throughput"] if r["clients"] == 8)
-    lines = [
-        "# Performance results (benchmarks/perf/run.py)",
-        "",
-        f"Machine: {data['machine']}.",
-        f"Run: {data['when']}, {data['repeats']} repeats per figure (medians), sides interleaved. Audio: a 4-minute "
-        "song rendered from MIDI (MMA arrangement, fluidsynth, FluidR3 GM), 44.1 kHz stereo, encoded with FFmpeg "
-        "(mp3 320 kbit/s LAME, ogg vorbis, opus 128k, flac, m4a AAC 192k, wav) and a 30 s mp3 preview.",
-        "",
-        "## Targets",
-        "",
-        "| target | measured | verdict |",
-        "|---|---|---|",
-        f"| seed trio on the 4-min mp3 ≥ 1.8× faster than the sequential Essentia script | {speedup:.2f}× "
-        f"({_f(full['script'])} s → {_f(full['server'])} s) | {'met' if speedup >= 1.8 else 'NOT met'} |",
-        f"| server overhead (end-to-end minus the slowest model's compute) < 10 % of end-to-end | "
-        f"{overhead:.0%} incl. decode; {overhead_no_decode:.0%} excluding decode | "
-        f"{'met' if overhead < 0.10 else 'met excluding decode' if overhead_no_decode < 0.10 else 'NOT met'} "
-        "(see Overhead) |",
-        f"| decode + resample within 1.3× of Essentia's loader (mp3) | {mp3['ours_mono'] / mp3['monoloader']:.2f}× "
-        f"MonoLoader | {'met' if mp3['ours_mono'] <= 1.3 * mp3['monoloader'] else 'NOT met'} |",
-        f"| 8 concurrent clients: ≥ 85 % CPU, no failed request | server processes {eight['server_cpu']:.0%} of 2 "
-        f"cores (machine {eight['cpu']:.0%}), {eight['failed']} failed of {eight['completed'] + eight['failed']} | "
-        f"{'met' if eight['server_cpu'] >= 0.85 and eight['failed'] == 0 else 'NOT met'} |",
-        f"| loudness: fastest EBU-conformant implementation | {data['loudness_choice']} | see Loudness |",
-        "",
-        "## Per-track latency: server vs sequential Essentia script (`key,bpm_degara,loudness-ebur128`)",
-        "",
-        "| track | Essentia script | server (now) | speed-up | server before (Essentia loudness) | "
-        "time to `started` | time to first `completed` |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in data["latency"]:
-        lines.append(
-            f"| {r['track']} | {_f(r['script'])} s | {_f(r['server'])} s | {r['script'] / r['server']:.2f}× | "
-            f"{_f(r['before'])} s | {_f(r['started'], 3)} s | {_f(r['first'])} s |"
-        )
-    lines += [
-        "",
-        "Script stages (median s): "
-        + ", ".join(
-            f"{r['track']}: " + " + ".join(f"{k} {v:.2f}" for k, v in r["script_stages"].items() if k != "total")
-            for r in data["latency"]
-        ),
-    ]
-    lines += [
-        "",
-        "## Overhead per stage (server's own log records, 4-min mp3, medians)",
-        "",
-        "| stage | seconds | share of end-to-end |",
-        "|---|---|---|",
-    ]
-    slow_key = max(stages["compute"], key=stages["compute"].get)
-    proxy = stages["client_finished"] - stages["server_total"]
-    after_models = stages["server_total"] - stages["fetch"] - stages["decode"] - stages["wall"][slow_key]
-    e2e = stages["client_finished"]
-    for name, value in (
-        ("upload + Serve proxy + response transit (client end-to-end − ingress total)", proxy),
-        ("read request body", stages["fetch"]),
-        ("decode (PyAV) + representations (soxr/downmix) + ray.put", stages["decode"]),
-        (f"slowest model {slow_key}: compute", stages["compute"][slow_key]),
-        (
-            f"slowest model {slow_key}: queue, object-store get, actor call (wall − compute)",
-            stages["wall"][slow_key] - stages["compute"][slow_key],
-        ),
-        ("after the last model: finished event, SSE", after_models),
-    ):
-        lines.append(f"| {name} | {value:.3f} | {value / e2e:.1%} |")
-    lines += [
-        "",
-        "Model compute inside the server (median s): "
-        + ", ".join(f"{k} {v:.2f} (wall {stages['wall'][k]:.2f})" for k, v in stages["compute"].items()),
-        "",
-        f"Same answers: server {stages['results'].get('key', {}).get('key')} "
-        f"{stages['results'].get('key', {}).get('scale')}, "
-        f"{stages['results'].get('bpm_degara', {}).get('bpm')} BPM, "
-        f"{stages['results'].get('loudness-ebur128', {}).get('integrated_loudness')} LUFS; script "
-        f"{stages['script_results']}.",
-        "",
-        "## Throughput (30 s preview, seed trio, default autoscaling 1–2 replicas per model)",
-        "",
-        "| concurrent clients | tracks/min | completed | failed | p50 latency | server CPU (share of 2 cores) "
-        "| machine CPU busy |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in data["throughput"]:
-        lines.append(
-            f"| {r['clients']} | {r['tracks_per_min']:.1f} | {r['completed']} | {r['failed']} | {_f(r['p50'])} s | "
-            f"{r['server_cpu']:.0%} | {r['cpu']:.0%} |"
-        )
-    lines += [
-        "",
-        "Replicas per model, 8 clients:",
-        "",
-        "| replicas | tracks/min | failed | server CPU (share of 2 cores) |",
-        "|---|---|---|---|",
-    ]
-    for n, r in data["replicas"]:
-        lines.append(f"| {n} | {r['tracks_per_min']:.1f} | {r['failed']} | {r['server_cpu']:.0%} |")
-    st = data["startup"]
-    lines += [
-        "",
-        "## Start-up and memory (`mirstream serve`, default catalogue)",
-        "",
-        f"- {st['models']} models listed; ready (`/readyz` 200) {_f(st['ready_s'], 1)} s after the command started; "
-        f"RSS of the whole process tree (driver, Ray GCS/raylet/dashboard, every replica) {st['rss_mb']:.0f} MB.",
-        "",
-        "## Decode: PyAV + soxr (server path, file read included) vs Essentia loaders, 4-min track",
-        "",
-        "| format | ours → 44.1 kHz mono | ours, mono + original channels | Essentia MonoLoader | Essentia AudioLoader "
-        "| ours / MonoLoader |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in data["decode"]:
-        lines.append(
-            f"| {r['format']} | {r['ours_mono']:.3f} s | {r['ours_both']:.3f} s | {_f(r['monoloader'], 3)} s | "
-            f"{_f(r['audioloader'], 3)} s | "
-            + (
-                f"Essentia: {r['essentia_error']} |"
-                if r["essentia_error"]
-                else f"{r['ours_mono'] / r['monoloader']:.2f}× |"
-            )
-        )
-    lines += [
-        "",
-        "## Loudness implementations (4-min stereo track; EBU Tech 3341/3342 cases synthesised in benchmarks/accuracy)",
-        "",
-        "| implementation | seconds | EBU cases passed |",
-        "|---|---|---|",
-        *[f"| {r['impl']} | {r['seconds']:.3f} | {r['ebu']} |" for r in data["loudness"]],
-        "",
-        "## Profile (cProfile, decode + the three analyzers in one process, 4-min mp3; top functions by own time)",
-        "",
-        "Before (loudness through Essentia's LoudnessEBUR128):",
-        "",
-        "```",
-        data["profile_before"],
-        "```",
-        "",
-        "After (models.bs1770):",
-        "",
-        "```",
-        data["profile_after"],
-        "```",
-    ]
-    lines += ["", HISTORY]
-    for extra in ("batching_results.md", "batch_results.md"):
-        path = ROOT / "benchmarks" / extra
-        if path.exists():
-            lines += ["", f"<!-- included from benchmarks/{extra} (its own benchmark command is named there) -->", ""]
-            lines += ["#" + ln if ln.startswith("#") else ln for ln in path.read_text().splitlines()]
-    return "\n".join(lines) + "\n"
-
-
-def main() -> None:
-    """Run every section, then write benchmarks/RESULTS.md."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="2 repeats and 8 s throughput windows (smoke run)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--window", type=float, default=20.0, help="seconds per throughput measurement")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--no-startup", action="store_true", help="skip the full-catalogue start-up measurement")
-    args = p.parse_args()
-    repeats, window = (2, 8.0) if args.quick else (args.repeats, args.window)
-    data: dict[str, Any] = {"machine": machine(), "repeats": repeats, "when": time.strftime("%Y-%m-%d %H:%M")}
-    corpus = tracks()
-    print("start-up...", flush=True)
-    data["startup"] = (
-        {"ready_s": float("nan"), "rss_mb": float("nan"), "models": 0} if args.no_startup else bench_startup()
-    )
-    print("decode...", flush=True)
-    data["decode"] = bench_decode(corpus, repeats)
-    print("loudness...", flush=True)
-    data["loudness"] = bench_loudness(corpus["full.wav"], repeats)
-    conformant = [r for r in data["loudness"] if r["ebu"].split("/")[0] == r["ebu"].split("/")[1]]
-    data["loudness_choice"] = min(conformant, key=lambda r: r["seconds"])["impl"] if conformant else "none conformant"
-    data["profile_before"] = profile_pipeline(corpus["full.mp3"], "essentia")
-    data["profile_after"] = profile_pipeline(corpus["full.mp3"], "bs1770")
-
+def server_parts(data: dict[str, Any], corpus: dict[str, Track], args: argparse.Namespace) -> None:
+    """The seed trio's latency and the throughput, on a Ray instance started here (after the CLI server stopped)."""
     from serve_app.config import settings_from_env
     from serve_app.ops import launcher
 
-    settings = replace(settings_from_env(), port=PORT, max_concurrent_streams=32, log_level="INFO", log_format="json")
-    settings = launcher.start_ray(settings)
-    base = f"http://127.0.0.1:{PORT}"
+    settings = replace(settings_from_env(), port=args.port, max_concurrent_streams=32, log_level="INFO")
+    settings = launcher.start_ray(replace(settings, log_format="json", address=None))
+    base = f"http://127.0.0.1:{args.port}"
     try:
-        print("latency...", flush=True)
-        data["latency"], data["stages"] = bench_latency(corpus, repeats, base, lambda r: launcher.deploy(r, settings))
-        launcher.deploy(trio_registry(), settings)
-        preview = corpus["preview.mp3"].path.read_bytes()
-        data["throughput"] = []
-        for clients in (1, 2, 4, 8):
-            print(f"throughput {clients}...", flush=True)
-            data["throughput"].append(bench_throughput(base, preview, clients, window))
-        data["replicas"] = []
-        for n in (1, 2):
-            launcher.deploy(trio_registry(replicas=n), settings)
-            data["replicas"].append((n, bench_throughput(base, preview, 8, window)))
+        if not args.no_latency:
+            print("latency...", flush=True)
+            data["latency"], data["stages"] = bench_latency(
+                corpus, data["repeats"], base, lambda r: launcher.deploy(r, settings)
+            )
+        if not args.no_throughput:
+            launcher.deploy(trio_registry(), settings)
+            preview = corpus["preview.mp3"].path.read_bytes()
+            data["throughput"] = []
+            for clients in (1, 2, 4, 8):
+                print(f"throughput {clients}...", flush=True)
+                data["throughput"].append(bench_throughput(base, preview, clients, args.window))
+            data["replicas"] = []
+            for n in (1, 2):
+                launcher.deploy(trio_registry(replicas=n), settings)
+                data["replicas"].append((n, bench_throughput(base, preview, 8, args.window)))
     finally:
         launcher.shutdown(settings)
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options: repeat counts, output, and one flag per section to skip."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="2 repeats, 1 fan-out round, 8 s throughput windows")
+    p.add_argument("--repeats", type=int, default=5, help="repeats per latency/decode/loudness figure (medians)")
+    p.add_argument("--fan-repeats", type=int, default=2, help="rounds of every model on the 4-minute track")
+    p.add_argument("--window", type=float, default=20.0, help="seconds per throughput measurement")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--port", type=int, default=PORT, help="port of the latency/throughput server")
+    p.add_argument("--serve-port", type=int, default=fresh_serve.PORT, help="port of the `mirstream serve` run")
+    p.add_argument("--no-serve", "--no-startup", action="store_true", help="skip the `mirstream serve` part (1 and 3)")
+    p.add_argument("--no-cold", action="store_true", help="skip the cold starts per runtime")
+    p.add_argument("--no-fan-out", action="store_true", help="skip every model on the 4-minute track")
+    p.add_argument("--no-decode", action="store_true", help="skip the decode comparison")
+    p.add_argument("--no-loudness", action="store_true", help="skip the loudness implementations and the profile")
+    p.add_argument("--no-latency", action="store_true", help="skip the seed trio vs the script")
+    p.add_argument("--no-throughput", action="store_true", help="skip the throughput windows")
+    p.add_argument("--render", type=Path, help="only write the report from a run's saved measurements (a .pickle)")
+    args = p.parse_args()
+    if args.quick:
+        args.repeats, args.fan_repeats, args.window = 2, 1, 8.0
+    return args
+
+
+def main() -> None:
+    """Run every section not skipped, then write benchmarks/RESULTS.md."""
+    args = parse_args()
+    if args.render:
+        write(pickle.loads(args.render.read_bytes()), args.out)
+        return
+    t0 = time.perf_counter()
+    data: dict[str, Any] = {
+        "machine": machine(),
+        "repeats": args.repeats,
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+        "command": " ".join([".venv/bin/python -m benchmarks.perf.run", *sys.argv[1:]]),
+    }
+    corpus = {**tracks(), **masters()}
+    if not args.no_serve:
+        print("mirstream serve (fresh install)...", flush=True)
+        data["serve"] = fresh_serve.run(
+            corpus["preview.mp3"],
+            corpus["full.mp3"],
+            args.fan_repeats,
+            port=args.serve_port,
+            cold=not args.no_cold,
+            fan=not args.no_fan_out,
+        )
+    if not args.no_decode:
+        print("decode...", flush=True)
+        data["decode"] = bench_decode(corpus, args.repeats)
+    if not args.no_loudness:
+        print("loudness...", flush=True)
+        data["loudness"] = bench_loudness(corpus["full.wav"], args.repeats)
+        data["trio_alone"] = trio_alone(corpus, args.repeats)
+        data["profile_before"] = profile_pipeline(corpus["full.mp3"], "essentia")
+        data["profile_after"] = profile_pipeline(corpus["full.mp3"], "bs1770")
+    if not (args.no_latency and args.no_throughput):
+        server_parts(data, corpus, args)
+    data["load_end"] = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    data["elapsed_min"] = (time.perf_counter() - t0) / 60
+    saved = Path(tempfile.gettempdir()) / f"mirstream-perf-{time.strftime('%Y%m%d-%H%M%S')}.pickle"
+    saved.write_bytes(pickle.dumps(data))
+    print(f"measurements saved in {saved} (re-render with --render {saved})", flush=True)
+    write(data, args.out)
+
+
+def write(data: dict[str, Any], out: Path) -> None:
+    """Render the report from the measurements and write it."""
     text = report(data)
-    args.out.write_text(text)
+    out.write_text(text)
     print(text)
 
 
