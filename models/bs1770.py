@@ -63,20 +63,43 @@ def k_weighting(sample_rate: int) -> np.ndarray:
     return np.array([shelf, highpass])
 
 
-def weighted_power(x: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Per-sample channel-weighted mean square of the K-weighted signal; ``x`` is (channels, n)."""
+FILTER_CHUNK = 1 << 16  # samples per channel filtered at a time: temporaries stay in cache, not in fresh pages
+
+
+def cumulative_power(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Running sum (float64, n + 1 values from 0) of the per-sample channel-weighted mean square of the
+    K-weighted signal; ``x`` is (channels, n).
+
+    Filtered in chunks with the filter state carried across them (the same recurrence, so the same values as
+    one call) and summed straight into the one output array: a whole-track K-weighted copy, its squares and a
+    power array would be three more track-sized allocations, whose first-touch page faults cost as much system
+    time as the filtering itself on a 4-minute track (benchmarks/RESULTS.md, loudness table).
+    """
     weights = CHANNEL_WEIGHTS.get(x.shape[0])
     if weights is None:
         raise ValueError(f"BS.1770 weights are defined here for 1, 2, 5 and 6 channels, not {x.shape[0]}")
-    y = sosfilt(k_weighting(sample_rate).astype(x.dtype), x, axis=-1)
-    y *= y
-    power = np.zeros(y.shape[-1], dtype=np.float64)
-    for weight, channel in zip(weights, y, strict=True):  # a weighted row sum without BLAS threads or copies
-        if weight == 1.0:
-            power += channel
-        elif weight:
-            power += weight * channel
-    return power
+    sos = k_weighting(sample_rate).astype(x.dtype)
+    state = np.zeros((sos.shape[0], x.shape[0], 2), dtype=x.dtype)
+    n = x.shape[-1]
+    cumulative = np.empty(n + 1, dtype=np.float64)
+    cumulative[0] = 0.0
+    power = np.empty(min(n, FILTER_CHUNK), dtype=np.float64)
+    total = 0.0
+    for start in range(0, n, FILTER_CHUNK):
+        y, state = sosfilt(sos, x[:, start : start + FILTER_CHUNK], axis=-1, zi=state)
+        y *= y
+        chunk = power[: y.shape[-1]]
+        chunk.fill(0.0)
+        for weight, channel in zip(weights, y, strict=True):  # a weighted row sum without BLAS threads or copies
+            if weight == 1.0:
+                chunk += channel
+            elif weight:
+                chunk += weight * channel
+        out = cumulative[start + 1 : start + 1 + chunk.shape[0]]
+        np.cumsum(chunk, out=out)
+        out += total
+        total = float(out[-1])
+    return cumulative
 
 
 def block_means(cumulative: np.ndarray, window: int, step: int) -> np.ndarray:
@@ -275,8 +298,7 @@ class Loudness:
 
 def measure(x: np.ndarray, sample_rate: int, hop_seconds: float = 0.1) -> Loudness:
     """Momentary and short-term curves every ``hop_seconds``, integrated loudness and LRA of ``x`` (channels, n)."""
-    power = weighted_power(x, sample_rate)
-    cumulative = np.concatenate(([0.0], np.cumsum(power, dtype=np.float64)))
+    cumulative = cumulative_power(x, sample_rate)
     hop = max(1, int(round(hop_seconds * sample_rate)))
     momentary_n = int(round(MOMENTARY_S * sample_rate))
     short_n = int(round(SHORT_TERM_S * sample_rate))
