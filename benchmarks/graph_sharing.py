@@ -46,16 +46,17 @@ RESULTS = ROOT / "benchmarks" / "graph_sharing_results.md"
 PORT = 8793
 BACKBONE = "musicnn_msd:1"
 HEAD = "mood_happy"
-FAMILY = (
-    "tags_msd_musicnn",
-    "embeddings_msd_musicnn",
-    "mood_happy",
-    "mood_sad",
-    "mood_relaxed",
-    "mood_aggressive",
-    "danceability",
-    "arousal_valence",
-)
+
+
+def consumers(backbone: str = BACKBONE) -> tuple[str, ...]:
+    """The default-version entries of the registry fed by ``backbone``: the graph's own answer, in registry order."""
+    from serve_app.registry import load_registry
+
+    registry = load_registry(ROOT / "model_registry.yaml")
+    return tuple(e.name for e in registry.entries if e.default and backbone in e.upstream.values())
+
+
+FAMILY = consumers()
 VARIANTS = ("alone", "together", "backbone", "per head")
 TARGET = 1.3  # together <= 1.3 x alone
 
