@@ -21,7 +21,8 @@ import numpy as np
 
 from models.base import Analyzer, AnalyzerError, Audio, AudioInput, Input
 from models.musicnn import FRAME_HOP, SAMPLE_RATE, mel_bands, patch_stack
-from models.tf_graph import graph_node_names
+from models.onnx_runtime import check_onnx_file
+from models.tf_graph import graph_file_node_names
 
 PATCH_FRAMES = 128
 EMBEDDINGS = "embeddings"  # the metadata's output_purpose of the embedding output
@@ -106,14 +107,9 @@ class EffnetBackbone(Analyzer):
         if role == "metadata":
             embedding_output(json.loads(path.read_text()))
         elif role == "graph" and path.suffix == ".onnx":
-            with path.open("rb") as f:
-                if f.read(1) != b"\x08":
-                    raise ValueError(f"{path.name} is not an ONNX model (no ir_version field first)")
+            check_onnx_file(path)
         elif role == "graph":
-            try:
-                nodes = graph_node_names(path.read_bytes())
-            except ValueError as exc:
-                raise ValueError(f"not a TensorFlow GraphDef ({exc})") from None
+            nodes = graph_file_node_names(path)
             if not any(n.startswith("PartitionedCall") or "melspectrogram" in n for n in nodes):
                 raise ValueError(f"{path.name} is a GraphDef without Discogs-EffNet's input or output nodes")
 

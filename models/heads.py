@@ -21,10 +21,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from models.base import Analyzer, AnalyzerError, Input, ModelInput
-from models.tf_graph import graph_node_names
+from models.onnx_runtime import check_onnx_file
+from models.tf_graph import graph_file_node_names
 
 SAMPLE_RATE = 16000
-ONNX_MAGIC_FIELD = 0x08  # ModelProto field 1 (ir_version, varint): the first byte of every ONNX file
 
 
 class MetadataError(ValueError):
@@ -136,14 +136,9 @@ class Head(Analyzer):
             except MetadataError as exc:
                 raise ValueError(f"bad metadata: {exc}") from None
         elif role == "head" and path.suffix == ".onnx":
-            with path.open("rb") as f:
-                if f.read(1) != bytes([ONNX_MAGIC_FIELD]):
-                    raise ValueError(f"{path.name} is not an ONNX model (no ir_version field first)")
+            check_onnx_file(path)
         elif role == "head":
-            try:
-                nodes = graph_node_names(path.read_bytes())
-            except ValueError as exc:
-                raise ValueError(f"not a TensorFlow GraphDef ({exc})") from None
+            nodes = graph_file_node_names(path)
             meta_path = path.with_suffix(".json")
             if meta_path.is_file():
                 meta = parse_metadata(meta_path.read_bytes())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models import placement
@@ -17,9 +18,17 @@ from models import placement
 if TYPE_CHECKING:  # onnxruntime is imported where a session is built, so that reading a models module stays cheap
     import onnxruntime as ort
 
+ONNX_MAGIC_FIELD = 0x08  # ModelProto field 1 (ir_version, varint): the first byte of every ONNX file
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 ProviderSpec = str | tuple[str, dict[str, Any]]
+
+
+def check_onnx_file(path: Path) -> None:
+    """Raise ValueError unless ``path`` starts like a ModelProto (a cheap check of a download, no runtime needed)."""
+    with path.open("rb") as f:
+        if f.read(1) != bytes([ONNX_MAGIC_FIELD]):
+            raise ValueError(f"{path.name} is not an ONNX model (no ir_version field first)")
 
 
 def choose_providers(place: placement.Placement, available: Sequence[str]) -> list[ProviderSpec]:

@@ -8,6 +8,7 @@ nodes a model's metadata names exist, before the file is installed.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 
 def _varint(data: memoryview, pos: int) -> tuple[int, int]:
@@ -79,3 +80,11 @@ def graph_node_names(data: bytes) -> set[str]:
 def _node(tensor: str) -> str:
     """Node name of a tensor name (``PartitionedCall:1`` → ``PartitionedCall``)."""
     return tensor.rsplit(":", 1)[0] if tensor.rsplit(":", 1)[-1].isdigit() else tensor
+
+
+def graph_file_node_names(path: Path) -> set[str]:
+    """``graph_node_names`` of a downloaded .pb, with a message that says what the file is not."""
+    try:
+        return graph_node_names(path.read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"{path.name} is not a TensorFlow GraphDef ({exc})") from None
