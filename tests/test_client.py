@@ -332,3 +332,21 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds("7") == 7.0
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+def test_analysis_keeps_two_versions_of_one_model_apart() -> None:
+    """``key:1,key:2`` in one request: both results stay (keyed by name:version); a bare name that is ambiguous
+    raises instead of picking one; any spelling of the name finds a single version."""
+    from serve_app.client.events import Analysis, Completed, Finished
+
+    analysis = Analysis()
+    for version, key in (("1", "C"), ("2", "G")):
+        analysis.add(Completed("key", version, str(uuid.uuid4()), {"key": key}))
+    analysis.add(Completed("loudness-ebur128", "1", str(uuid.uuid4()), {"integrated_loudness": -14.0}))
+    analysis.add(Finished(3))
+    assert sorted(analysis.completed) == ["key:1", "key:2", "loudness-ebur128:1"]
+    assert analysis.results("key:1") == {"key": "C"} and analysis.results("key:2") == {"key": "G"}
+    with pytest.raises(KeyError, match="ask for name:version"):
+        analysis.results("key")
+    assert analysis.results("LOUDNESS_EBUR128")["integrated_loudness"] == -14.0
+    assert analysis.ok and analysis.total_models == 3
