@@ -40,10 +40,11 @@ def serve_command(settings: Settings, local: bool) -> None:
     try:
         launcher.deploy(registry, settings)
         warm = sum(e.warm for e in registry.entries)
+        metrics = f"port {settings.metrics_port}" if settings.metrics_port is not None else "each node's metrics port"
         print(
             f"mirstream: serving {len(registry.entries)} models on http://{settings.host}:{settings.port} "
             f"({warm} kept warm, the others start on first use and stop after {settings.idle_seconds:g} s idle; "
-            f"Prometheus metrics on port {settings.metrics_port})",
+            f"Prometheus metrics on {metrics})",
             flush=True,
         )
         stop.wait()

@@ -141,9 +141,10 @@ def create_app(
     async def prometheus(request: Request) -> Response:
         """GET /metrics in the in-process mode; in Ray mode, where to scrape instead."""
         if exposition is None:
+            port = f"port {settings.metrics_port}" if settings.metrics_port is not None else "the metrics port"
             detail = (
                 f"in Ray mode Prometheus metrics (mirstream's, prefixed ray_, and Ray Serve's) are served by "
-                f"Ray's metrics agent on port {settings.metrics_port} of each node (MIRSTREAM_METRICS_PORT)"
+                f"Ray's metrics agent on {port} of each node (MIRSTREAM_METRICS_PORT)"
             )
             return JSONResponse({"detail": detail}, status_code=404)
         return Response(exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")

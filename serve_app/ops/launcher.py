@@ -36,7 +36,8 @@ def start_ray(settings: Settings) -> Settings:
             ray.init(address=settings.address, namespace=APP_NAME)
         else:
             _init_local(settings)
-    port = ray._private.worker.global_worker.node.metrics_export_port
+    node = ray._private.worker.global_worker.node  # None for a Ray Client driver (ray://): no local node
+    port = node.metrics_export_port if node is not None else settings.metrics_port
     return replace(settings, metrics_port=port)
 
 
