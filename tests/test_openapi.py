@@ -60,7 +60,7 @@ def test_stream_operation_describes_the_contract(served: dict) -> None:
     ok = op["responses"]["200"]
     assert ok["content"]["text/event-stream"]["schema"] == {"$ref": "#/components/schemas/AnalysisEvent"}
     assert {"Cache-Control", "X-Accel-Buffering"} <= set(ok["headers"])
-    for status in ("400", "401", "404", "413", "429", "503"):
+    for status in ("400", "401", "404", "413", "415", "429", "503"):
         body = op["responses"][status]["content"]["application/json"]["schema"]
         assert body == {"$ref": "#/components/schemas/Error"}, status
     assert "Retry-After" in op["responses"]["429"]["headers"] and "Retry-After" in op["responses"]["503"]["headers"]

@@ -138,6 +138,18 @@ def test_audio_sources_both_or_neither(server: str, audio: dict[str, bytes]) -> 
     assert neither.status == 400 and "no audio" in neither.body.decode()
 
 
+def test_multipart_form_is_415_with_the_fix(server: str, audio: dict[str, bytes]) -> None:
+    """A curl -F upload is named as the mistake it is, before the stream starts, with the command that works."""
+    form = httpx.post(
+        f"{server}/v1/analysis/stream",
+        params={"models": "key"},
+        files={"file": ("cadence.wav", audio["cadence.wav"], "audio/wav")},
+        timeout=30,
+    )
+    assert form.status_code == 415
+    assert "--data-binary" in form.json()["detail"]
+
+
 def test_upload_over_limit_is_413(server: str) -> None:
     """Content-Length over the limit is refused before the body is read."""
     stream = post(server, "key", b"\0" * (MAX_UPLOAD + 1))

@@ -174,6 +174,7 @@ def _stream_operation(entries: list[ModelEntry], settings: Settings) -> dict[str
             "404": _error_response("Unknown model or version (the message lists what exists)"),
             "409": _error_response("The model's weights are not installed here (the message names the fix)"),
             "413": _error_response("The upload is over the size limit"),
+            "415": _error_response("The body is a multipart form; send the audio file itself as the body"),
             "429": _error_response("Too many requests from this key or address", _RETRY_AFTER),
             "503": _error_response("Every stream slot is busy; retry after Retry-After", _RETRY_AFTER),
         },

@@ -96,9 +96,18 @@ def _too_large(size: int, limit: int, at_least: bool = False) -> str:
 
 
 async def parse_request(request: Request, registry: Registry, settings: Settings) -> AnalysisJob:
-    """Validate models, then the audio source: raw body XOR a URL-encoded ``audio-url`` header."""
+    """Validate models, then the audio source: raw body XOR a URL-encoded ``audio-url`` header.
+
+    A multipart form is refused by name (415) rather than decoded as audio and failing as "not audio".
+    """
     models = parse_models(request.query_params.get("models"), registry, settings.max_models_per_request)
     raw_url = request.headers.get("audio-url", "").strip()
+    if request.headers.get("content-type", "").lower().startswith("multipart/"):
+        raise RequestError(
+            415,
+            "the body must be the audio file itself, not a multipart form: "
+            "send it with curl --data-binary @track.mp3 (not -F), or use an 'audio-url' header",
+        )
     body = await read_body(request, settings.max_upload_bytes)
     if raw_url and body:
         raise RequestError(400, "send either the audio as the request body or an 'audio-url' header, not both")
