@@ -91,16 +91,17 @@ def fresh_env(port: int, models_dir: Path) -> dict[str, str]:
     return {**env, "PORT": str(port), "MIRSTREAM_MODELS_DIR": str(models_dir)}
 
 
-def start(port: int = PORT) -> CliServer:
-    """Start ``.venv/bin/mirstream serve`` as a fresh install would run it (output kept in a temp file)."""
+def start(port: int = PORT, argv: list[str] | None = None, env: dict[str, str] | None = None) -> CliServer:
+    """Start ``.venv/bin/mirstream serve`` as a fresh install would run it (output kept in a temp file); ``argv``
+    and ``env`` replace the command and add settings, for benchmarks that compare a variant side by side."""
     if not port_free(port):
         raise RuntimeError(f"port {port} is taken; pass another with --serve-port")
     models_dir = Path(tempfile.mkdtemp(prefix="mirstream-fresh-models-"))
     log = models_dir.with_name(models_dir.name + ".log")
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "mirstream"), "serve"],
-            env=fresh_env(port, models_dir),
+            argv or [str(ROOT / ".venv" / "bin" / "mirstream"), "serve"],
+            env={**fresh_env(port, models_dir), **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=tempfile.gettempdir(),
