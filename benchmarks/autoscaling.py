@@ -800,9 +800,16 @@ class NodeLoss:
         }
         out.update({f"{d} replaced": self.since_kill(t) for d, t in sorted(self.replaced.items())})
         out["/healthz 200 again"] = self.since_kill(self.ready_again())
+        last_bad = self.last_unready()
+        out["/healthz last non-200"] = self.since_kill(last_bad.answered if last_bad else None)
         out["slowest /livez answer (s)"] = self.slowest(self.livez)
         out["slowest /healthz answer (s)"] = self.slowest(self.health)
         return out
+
+    def last_unready(self) -> Probe | None:
+        """The last /healthz answer after the kill that was not 200 (its states say which deployment)."""
+        bad = [p for p in self.health if p.t >= self.killed_at and p.status != 200]
+        return bad[-1] if bad else None
 
     def ready_again(self) -> float | None:
         """When /healthz answered 200 again for good (after its last non-200 answer)."""
@@ -1153,6 +1160,8 @@ def _loss_md(runs: list[tuple[str, NodeLoss]]) -> list[str]:
             f"- Through the lost node's proxy: {_events(loss.through_victim, loss.killed_at)}, then "
             f"`{loss.through_victim.cut}`.",
             f"- Next request: {_events(nxt, loss.killed_at)}. Replicas after: {json.dumps(loss.after)}.",
+            f"- Last /healthz that was not 200: {_unready(loss)}.",
+            f"- /healthz answers in the order they came (status x count @ first one's time): {_runs(loss)}.",
             "",
         ]
     return lines
@@ -1164,12 +1173,35 @@ def _cell(value: float | None) -> str:
 
 
 def _events(stream: Stream, zero: float) -> str:
-    """``status[model] @ t`` for each event of a stream, t in seconds after ``zero``."""
+    """``status[model] @ t`` for each event of a stream, t in seconds after ``zero``; a completed fixture model's
+    event also says when its ``analyze`` ran (the fixture reports it on the same monotonic clock)."""
     parts = []
     for t, e in stream.events:
         model = e.get("model_name") or e.get("result", {}).get("model_name")
-        parts.append(f"{e['status']}{f'[{model}]' if model else ''} @ {t - zero:+.2f}")
+        ran = e.get("result", {}).get("results", {}).get("ran")
+        during = f" (ran {ran[0] - zero:+.2f}..{ran[1] - zero:+.2f})" if ran else ""
+        parts.append(f"{e['status']}{f'[{model}]' if model else ''} @ {t - zero:+.2f}{during}")
     return ", ".join(parts) or "no event"
+
+
+def _unready(loss: NodeLoss) -> str:
+    """When the last non-200 /healthz came and which deployments it named as not ready."""
+    probe = loss.last_unready()
+    if probe is None:
+        return "none"
+    states = {d: st for d, st in (probe.states or {}).items() if st not in ("HEALTHY", "UPSCALING", "DOWNSCALING")}
+    return f"{probe.status} @ {probe.answered - loss.killed_at:+.2f}, not ready: {json.dumps(states)}"
+
+
+def _runs(loss: NodeLoss) -> str:
+    """The /healthz answers as runs of one status, each with when its first answer came (s after the kill)."""
+    runs: list[tuple[str, int, float]] = []
+    for p in loss.health:
+        if runs and runs[-1][0] == str(p.status):
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1, runs[-1][2])
+        else:
+            runs.append((str(p.status), 1, p.answered - loss.killed_at))
+    return ", ".join(f"{status} x {n} @ {t:+.2f}" for status, n, t in runs)
 
 
 def _tally(probes: list[Probe], since: float) -> str:

@@ -183,8 +183,10 @@ class WhereAnalyzer(Analyzer):
         self.label = label
 
     def analyze(self, audio: Audio) -> dict[str, Any]:
-        """Sleep, then report the node, the GPUs this process was given and its pid."""
-        deadline = time.monotonic() + self.seconds + self.per_audio_second * audio.duration
+        """Sleep, then report the node, the GPUs this process was given, its pid and when it ran (monotonic clock:
+        one machine's tests compare it with their own)."""
+        began = time.monotonic()
+        deadline = began + self.seconds + self.per_audio_second * audio.duration
         while time.monotonic() < deadline:
             self.check_cancelled()
             time.sleep(0.02)
@@ -193,6 +195,7 @@ class WhereAnalyzer(Analyzer):
             "gpu_ids": list(placement.current().gpu_ids),
             "pid": os.getpid(),
             "label": self.label,
+            "ran": [began, time.monotonic()],
         }
 
 

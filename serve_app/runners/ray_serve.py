@@ -149,10 +149,10 @@ class RayRunner:
             if not assign.done():
                 assign.cancel()
 
-    async def _deployment_states(self) -> dict[str, tuple[str, str, str]]:
-        """(status, status trigger, cause) per deployment of this app, cached for STATUS_TTL_S across requests."""
+    async def _deployment_states(self, max_age_s: float = STATUS_TTL_S) -> dict[str, tuple[str, str, str]]:
+        """(status, status trigger, cause) per deployment of this app, cached for ``max_age_s`` across requests."""
         at, states = self._status
-        if time.monotonic() - at > STATUS_TTL_S:
+        if time.monotonic() - at > max_age_s:
             status = await asyncio.to_thread(serve.status)
             app = status.applications.get(self._app_name)
             deployments = app.deployments.items() if app is not None else ()
@@ -173,8 +173,12 @@ class RayRunner:
 
     async def health(self) -> tuple[bool, dict[str, str]]:
         """Every deployment's state from the Serve controller: ready when each is healthy or scaling (a model
-        scaled to zero on purpose is HEALTHY with no replica, and counts as ready while it can be started)."""
-        states = {name: state for name, (state, _, _) in (await self._deployment_states()).items()}
+        scaled to zero on purpose is HEALTHY with no replica, and counts as ready while it can be started).
+
+        Always asked afresh: with a cached view, two ingress replicas (each its own cache, up to STATUS_TTL_S old)
+        answered a load balancer 200, 503, 200 while a lost node's replicas were being replaced
+        (benchmarks/autoscaling_results.md)."""
+        states = {name: state for name, (state, _, _) in (await self._deployment_states(max_age_s=0.0)).items()}
         wanted = [e.deployment_name for e in self._registry.entries] + [INGRESS_NAME]
         ready = all(states.get(name) in READY for name in wanted)
         return ready, states
