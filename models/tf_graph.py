@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+def varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
     """Decode one protobuf varint at ``pos``; returns (value, next position)."""
     value = shift = 0
     while True:
@@ -25,19 +25,20 @@ def _varint(data: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(data: memoryview) -> Iterator[tuple[int, int, memoryview | int]]:
-    """Walk protobuf wire-format fields: (number, wire type, payload or integer); raises ValueError when malformed."""
+def wire_fields(data: memoryview) -> Iterator[tuple[int, int, memoryview | int]]:
+    """Walk protobuf wire-format fields: (number, wire type, payload or unsigned integer); raises ValueError when
+    malformed. The one protobuf reader of the project (tools/mtg/graphdef.py decodes whole graphs with it)."""
     pos = 0
     while pos < len(data):
-        key, pos = _varint(data, pos)
+        key, pos = varint(data, pos)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise ValueError("field number 0")
         if wire == 0:
-            value, pos = _varint(data, pos)
+            value, pos = varint(data, pos)
             yield number, wire, value
         elif wire == 2:
-            length, pos = _varint(data, pos)
+            length, pos = varint(data, pos)
             if pos + length > len(data):
                 raise ValueError("length-delimited field runs past the end")
             yield number, wire, data[pos : pos + length]
@@ -58,13 +59,13 @@ def graph_node_names(data: bytes) -> set[str]:
     Raises ValueError when ``data`` is not a plausible GraphDef (an HTML error page, a truncated file ...).
     """
     names: set[str] = set()
-    for number, wire, payload in _fields(memoryview(data)):
+    for number, wire, payload in wire_fields(memoryview(data)):
         if number == 1:
             if wire != 2:
                 raise ValueError("GraphDef.node is not a message")
             assert isinstance(payload, memoryview)
             name = op = None
-            for field, kind, value in _fields(payload):
+            for field, kind, value in wire_fields(payload):
                 if field in (1, 2) and kind == 2:
                     assert isinstance(value, memoryview)
                     text = bytes(value).decode("utf-8")

@@ -64,19 +64,15 @@ def tensor_table(ours: graphdef.Graph, mtg: tfjs.TfjsModel) -> list[tuple[str, s
 
 def mel_patches(audio: np.ndarray) -> np.ndarray:
     """[n, 187, 96] log-mel patches, hop 93 frames, exactly as TensorflowPredictMusiCNN cuts them."""
-    from models.musicnn import mel_bands, patches
+    from models.musicnn import PATCH_FRAMES, mel_bands, patch_stack
 
-    return patches(mel_bands(audio), 93)
+    return patch_stack(mel_bands(audio), PATCH_FRAMES, 93)
 
 
 def signals() -> dict[str, np.ndarray]:
     """The audio the outputs are compared on, 16 kHz mono float32."""
     from models.base import InputSpec
-
-    try:
-        from serve_app.ingress.decode import decode, representation
-    except ImportError:  # the layout before the serve_app restructuring
-        from serve_app.decode import decode, representation  # type: ignore[no-redef]
+    from serve_app.ingress.decode import decode, representation
 
     rock = representation(
         decode((REPO / "tests" / "data" / "rock_clip.opus").read_bytes(), 600.0), InputSpec(16000, "mono")

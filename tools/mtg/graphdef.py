@@ -13,42 +13,22 @@ from pathlib import Path
 
 import numpy as np
 
+from models.tf_graph import varint, wire_fields
+
 # TensorFlow DataType enum → numpy dtype (types.proto)
 DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 9: np.int64, 10: np.bool_}
 Fields = dict[int, list[int | bytes]]
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """Decode one base-128 varint at ``pos``; return (value, next position)."""
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
 def fields(data: bytes) -> Fields:
-    """Split one message into field number → raw values (ints for varint/fixed, bytes for length-delimited)."""
+    """Split one message into field number → raw values (ints for varint/fixed, bytes for length-delimited;
+    fixed64 as a signed int64)."""
     out: Fields = {}
-    pos = 0
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(data, pos)
-        elif wire == 1:
-            value, pos = struct.unpack_from("<q", data, pos)[0], pos + 8
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            value, pos = data[pos : pos + length], pos + length
-        elif wire == 5:
-            value, pos = struct.unpack_from("<I", data, pos)[0], pos + 4
+    for number, wire, value in wire_fields(memoryview(data)):
+        if isinstance(value, memoryview):
+            out.setdefault(number, []).append(bytes(value))
         else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        out.setdefault(number, []).append(value)
+            out.setdefault(number, []).append(value - (1 << 64) if wire == 1 and value >= 1 << 63 else value)
     return out
 
 
@@ -60,7 +40,7 @@ def _packed(values: list[int | bytes], fmt: str) -> list[float | int]:
             if fmt == "varint":
                 pos = 0
                 while pos < len(v):
-                    item, pos = _varint(v, pos)
+                    item, pos = varint(v, pos)
                     result.append(item)
             else:
                 result.extend(struct.unpack(f"<{len(v) // 4}{fmt}", v))
