@@ -12,6 +12,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,16 +31,38 @@ class Item:
     truth: dict
 
 
-def _load_manifest(path: Path) -> list[Item]:
-    """Items previously written by a builder."""
-    rows = json.loads(path.read_text())
-    return [Item(path.parent / r["file"], r["truth"]) for r in rows]
+@dataclass(frozen=True)
+class BuildCache:
+    """One builder's folder under CACHE: its rendered files, ``manifest.json`` (file names + truth) and, for
+    builders that count why material was kept or dropped, ``stats.json``. A saved build is reused as it is."""
 
+    out: Path
 
-def _save_manifest(path: Path, items: list[Item]) -> None:
-    """Write the builder's manifest (relative file names + truth)."""
-    rows = [{"file": it.path.name, "truth": it.truth} for it in items]
-    path.write_text(json.dumps(rows, indent=1))
+    @classmethod
+    def named(cls, name: str) -> BuildCache:
+        """The folder CACHE/``name``, created if needed."""
+        out = CACHE / name
+        out.mkdir(parents=True, exist_ok=True)
+        return cls(out)
+
+    def items(self) -> list[Item] | None:
+        """The items of an earlier build, or None."""
+        manifest = self.out / "manifest.json"
+        if not manifest.exists():
+            return None
+        return [Item(self.out / r["file"], r["truth"]) for r in json.loads(manifest.read_text())]
+
+    def load(self) -> tuple[list[Item], dict[str, Any]] | None:
+        """The items and stats of an earlier build, or None."""
+        items, stats = self.items(), self.out / "stats.json"
+        return (items, json.loads(stats.read_text())) if items is not None and stats.exists() else None
+
+    def save(self, items: list[Item], stats: dict[str, Any] | None = None) -> None:
+        """Write the manifest (and the stats, when the builder keeps any)."""
+        rows = [{"file": it.path.name, "truth": it.truth} for it in items]
+        (self.out / "manifest.json").write_text(json.dumps(rows, indent=1))
+        if stats is not None:
+            (self.out / "stats.json").write_text(json.dumps(stats))
 
 
 # --- key: Bach chorales ----------------------------------------------------------------------------------
@@ -69,13 +92,11 @@ def build_chorales(limit: int) -> tuple[list[Item], dict[str, int]]:
     """Render the first ``limit`` chorales of music21's corpus whose key label is unambiguous."""
     from music21 import corpus
 
-    out = CACHE / "chorales"
-    out.mkdir(parents=True, exist_ok=True)
-    manifest, stats_path = out / "manifest.json", out / "stats.json"
-    if manifest.exists() and stats_path.exists():
-        items = _load_manifest(manifest)
-        if len(items) >= limit:
-            return items[:limit], json.loads(stats_path.read_text())
+    cache = BuildCache.named("chorales")
+    out = cache.out
+    cached = cache.load()
+    if cached is not None and len(cached[0]) >= limit:
+        return cached[0][:limit], cached[1]
     items, stats = [], {}
     for name in corpus.chorales.Iterator(returnType="filename"):
         if len(items) >= limit:
@@ -91,8 +112,7 @@ def build_chorales(limit: int) -> tuple[list[Item], dict[str, int]]:
             score.write("midi", fp=str(midi))
             render_midi(midi, wav)
         items.append(Item(wav, {"key": label, "source": name}))
-    _save_manifest(manifest, items)
-    stats_path.write_text(json.dumps(stats))
+    cache.save(items, stats)
     return items, stats
 
 
@@ -137,11 +157,11 @@ def _midi_onsets(midi: Path, tempo: float) -> list[float]:
 def build_mma(seconds: float = 24.0) -> list[Item]:
     """Render every style at every tempo with MMA + fluidsynth; beats are every 60/tempo s from 0."""
     mma = require("mma", "mma")
-    out = CACHE / "mma"
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = out / "manifest.json"
-    if manifest.exists():
-        return _load_manifest(manifest)
+    cache = BuildCache.named("mma")
+    out = cache.out
+    cached = cache.items()
+    if cached is not None:
+        return cached
     items = []
     rng = np.random.default_rng(3)
     for s_index, style in enumerate(STYLES):
@@ -169,7 +189,7 @@ def build_mma(seconds: float = 24.0) -> list[Item]:
                 "onsets": _midi_onsets(midi, tempo),
             }
             items.append(Item(wav, truth))
-    _save_manifest(manifest, items)
+    cache.save(items)
     return items
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import re
 import subprocess
 import wave
@@ -28,7 +27,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from benchmarks.accuracy.audio_io import render_midi, require, write_wav
-from benchmarks.accuracy.datasets import CACHE, KEYS, Item, _load_manifest, _save_manifest
+from benchmarks.accuracy.datasets import CACHE, KEYS, BuildCache, Item
 
 TEMPO_SECONDS = 120.0  # MIDI renders are cut here: long game loops add time, not information
 MIN_SECONDS = 12.0
@@ -166,13 +165,11 @@ def build_debian_midi(packages: tuple[str, ...], task: str) -> tuple[list[Item],
 
     Tempo items are cut to TEMPO_SECONDS; key items keep the whole piece (the label is the global key).
     """
-    out = CACHE / f"debian_midi_{task}"
-    out.mkdir(parents=True, exist_ok=True)
-    manifest, stats_path = out / "manifest.json", out / "stats.json"
-    if manifest.exists() and stats_path.exists():
-        stats = json.loads(stats_path.read_text())
-        if stats.get("packages") == list(packages):
-            return _load_manifest(manifest), stats
+    cache = BuildCache.named(f"debian_midi_{task}")
+    out = cache.out
+    cached = cache.load()
+    if cached is not None and cached[1].get("packages") == list(packages):
+        return cached
     items: list[Item] = []
     stats: dict[str, Any] = {"packages": list(packages), "debs": {}, "reasons": {}}
     for package in packages:
@@ -201,8 +198,7 @@ def build_debian_midi(packages: tuple[str, ...], task: str) -> tuple[list[Item],
             else:
                 truth["key"] = label
             items.append(Item(wav, truth))
-    _save_manifest(manifest, items)
-    stats_path.write_text(json.dumps(stats))
+    cache.save(items, stats)
     return items, stats
 
 
@@ -240,11 +236,11 @@ def build_lmms() -> tuple[list[Item], dict[str, Any]]:
     quarter notes whatever the time signature.
     """
     lmms = require("lmms", "lmms")
-    out = CACHE / "lmms"
-    out.mkdir(parents=True, exist_ok=True)
-    manifest, stats_path = out / "manifest.json", out / "stats.json"
-    if manifest.exists() and stats_path.exists():
-        return _load_manifest(manifest), json.loads(stats_path.read_text())
+    cache = BuildCache.named("lmms")
+    out = cache.out
+    cached = cache.load()
+    if cached is not None:
+        return cached
     root, deb = debian_package("lmms-common")
     projects = root / "usr/share/lmms/projects"
     items, stats = [], {"debs": {"lmms-common": deb}, "reasons": {}}
@@ -264,8 +260,7 @@ def build_lmms() -> tuple[list[Item], dict[str, Any]]:
             truth = {"tempo": bpm, "beats": beat_grid(bpm, min(seconds, expected)), "set": "lmms",
                      "source": f"lmms-common:{_relative(path, root)}"}  # fmt: skip
             items.append(Item(wav, truth))
-    _save_manifest(manifest, items)
-    stats_path.write_text(json.dumps(stats))
+    cache.save(items, stats)
     return items, stats
 
 
@@ -293,11 +288,11 @@ def hydrogen_facts(path: Path) -> tuple[float, float, bool]:
 def build_hydrogen() -> tuple[list[Item], dict[str, Any]]:
     """Hydrogen's demo songs (drum machine) rendered by ``h2cli``; tempo = the song's bpm."""
     h2cli = require("h2cli", "hydrogen")
-    out = CACHE / "hydrogen"
-    out.mkdir(parents=True, exist_ok=True)
-    manifest, stats_path = out / "manifest.json", out / "stats.json"
-    if manifest.exists() and stats_path.exists():
-        return _load_manifest(manifest), json.loads(stats_path.read_text())
+    cache = BuildCache.named("hydrogen")
+    out = cache.out
+    cached = cache.load()
+    if cached is not None:
+        return cached
     root, deb = debian_package("hydrogen-data")
     items, stats = [], {"debs": {"hydrogen-data": deb}, "reasons": {}}
     for path in sorted((root / "usr/share/hydrogen/data/demo_songs").glob("*.h2song")):
@@ -312,8 +307,7 @@ def build_hydrogen() -> tuple[list[Item], dict[str, Any]]:
             truth = {"tempo": bpm, "beats": beat_grid(bpm, seconds), "set": "hydrogen",
                      "source": f"hydrogen-data:{_relative(path, root)}"}  # fmt: skip
             items.append(Item(wav, truth))
-    _save_manifest(manifest, items)
-    stats_path.write_text(json.dumps(stats))
+    cache.save(items, stats)
     return items, stats
 
 
@@ -330,11 +324,11 @@ def build_fretsonfire() -> tuple[list[Item], dict[str, Any]]:
     from models.essentia_runtime import essentia_standard
 
     es = essentia_standard()
-    out = CACHE / "fretsonfire"
-    out.mkdir(parents=True, exist_ok=True)
-    manifest, stats_path = out / "manifest.json", out / "stats.json"
-    if manifest.exists() and stats_path.exists():
-        return _load_manifest(manifest), json.loads(stats_path.read_text())
+    cache = BuildCache.named("fretsonfire")
+    out = cache.out
+    cached = cache.load()
+    if cached is not None:
+        return cached
     items, stats = [], {"debs": {}, "reasons": {}}
     for package in FOF_PACKAGES:
         root, deb = debian_package(package)
@@ -359,8 +353,7 @@ def build_fretsonfire() -> tuple[list[Item], dict[str, Any]]:
             truth = {"tempo": bpm, "beats": beat_grid(bpm, seconds), "set": "fretsonfire",
                      "source": f"{package}:{_relative(chart.parent, root)}"}  # fmt: skip
             items.append(Item(wav, truth))
-    _save_manifest(manifest, items)
-    stats_path.write_text(json.dumps(stats))
+    cache.save(items, stats)
     return items, stats
 
 
@@ -411,11 +404,11 @@ def build_classical() -> tuple[list[Item], dict[str, Any]]:
     """Every single-key movement of music21's classical (non-Bach) scores, rendered by fluidsynth."""
     from music21 import corpus
 
-    out = CACHE / "classical"
-    out.mkdir(parents=True, exist_ok=True)
-    manifest, stats_path = out / "manifest.json", out / "stats.json"
-    if manifest.exists() and stats_path.exists():
-        return _load_manifest(manifest), json.loads(stats_path.read_text())
+    cache = BuildCache.named("classical")
+    out = cache.out
+    cached = cache.load()
+    if cached is not None:
+        return cached
     items, stats = [], {"composers": list(CLASSICAL_COMPOSERS), "reasons": {}}
     seen: set[str] = set()
     for composer in CLASSICAL_COMPOSERS:
@@ -434,8 +427,7 @@ def build_classical() -> tuple[list[Item], dict[str, Any]]:
             if wav is None:
                 continue
             items.append(Item(wav, {"key": label, "source": f"music21:{rel}", "set": "classical"}))
-    _save_manifest(manifest, items)
-    stats_path.write_text(json.dumps(stats))
+    cache.save(items, stats)
     return items, stats
 
 
@@ -459,13 +451,11 @@ def build_oneills(limit: int) -> tuple[list[Item], dict[str, Any]]:
     """The first ``limit`` O'Neill's 1850 tunes (corpus order) that pass ``tune_key_label``, rendered."""
     from music21 import corpus
 
-    out = CACHE / "oneills"
-    out.mkdir(parents=True, exist_ok=True)
-    manifest, stats_path = out / "manifest.json", out / "stats.json"
-    if manifest.exists() and stats_path.exists():
-        items = _load_manifest(manifest)
-        if len(items) >= limit:
-            return items[:limit], json.loads(stats_path.read_text())
+    cache = BuildCache.named("oneills")
+    out = cache.out
+    cached = cache.load()
+    if cached is not None and len(cached[0]) >= limit:
+        return cached[0][:limit], cached[1]
     items, stats = [], {"reasons": {}}
     for path in sorted(corpus.getComposer("oneills1850")):
         for score in corpus.parse(path).scores:
@@ -482,8 +472,7 @@ def build_oneills(limit: int) -> tuple[list[Item], dict[str, Any]]:
                 items.append(Item(wav, {"key": label, "source": source, "set": "oneills"}))
         if len(items) >= limit:
             break
-    _save_manifest(manifest, items)
-    stats_path.write_text(json.dumps(stats))
+    cache.save(items, stats)
     return items, stats
 
 
@@ -499,11 +488,11 @@ def build_mma_dance(per_groove: int = 3, seconds: float = 30.0) -> list[Item]:
     from benchmarks.accuracy.datasets import PROGRESSIONS, _chord_names
 
     mma = require("mma", "mma")
-    out = CACHE / "mma_dance"
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = out / "manifest.json"
-    if manifest.exists():
-        return _load_manifest(manifest)
+    cache = BuildCache.named("mma_dance")
+    out = cache.out
+    cached = cache.items()
+    if cached is not None:
+        return cached
     rng = np.random.default_rng(15)
     items = []
     for g_index, groove in enumerate(DANCE_GROOVES):
@@ -522,5 +511,5 @@ def build_mma_dance(per_groove: int = 3, seconds: float = 30.0) -> list[Item]:
             truth = {"tempo": tempo, "beats": beat_grid(tempo, bars * 240.0 / tempo - 1e-6), "set": "mma_dance",
                      "source": f"mma:{groove}"}  # fmt: skip
             items.append(Item(wav, truth))
-    _save_manifest(manifest, items)
+    cache.save(items)
     return items
